@@ -1,0 +1,153 @@
+"""Settings: one frozen, validated object built once at the edge (the CLI) and passed down.
+
+Every field is a command-line flag (``ws_port`` -> ``--ws-port``) and an environment variable
+(``BROADCASTER_WS_PORT``); the flag wins. Nothing below the CLI reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from broadcaster.errors import ConfigError
+
+ENV_PREFIX = "BROADCASTER_"
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+PositiveMs = Annotated[int, Field(gt=0, le=86_400_000)]
+
+
+class Settings(BaseModel):
+    """Everything the service can be told. Units are in the names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ws_host: str = Field("127.0.0.1", description="address the WebSocket server binds")
+    ws_port: Port = Field(8765, description="WebSocket port (0: any free port)")
+    http_host: str = Field("127.0.0.1", description="address the HTTP server binds")
+    http_port: Port = Field(8080, description="HTTP port for status, health and metrics")
+    influx_url: AnyHttpUrl = Field(
+        AnyHttpUrl("http://127.0.0.1:8086"), description="InfluxDB base URL (InfluxQL /query)"
+    )
+    influx_db: str = Field("metrics", min_length=1, description="InfluxDB database")
+    influx_token: str | None = Field(
+        None, description="API token (InfluxDB 2.x/3.x), sent as 'Authorization: Token ...'"
+    )
+    influx_username: str | None = Field(None, description="InfluxDB 1.x user")
+    influx_password: str | None = Field(None, description="InfluxDB 1.x password")
+    query_timeout_ms: PositiveMs = Field(5000, description="deadline of one topic query")
+    broadcast_interval_ms: PositiveMs = Field(10000, description="time between two ticks")
+    heartbeat_interval_ms: PositiveMs = Field(15000, description="time between two pings")
+    connection_timeout_ms: PositiveMs = Field(
+        45000, description="silence after which a connection is closed"
+    )
+    stats_interval_ms: PositiveMs = Field(60000, description="time between two stats lines")
+    shutdown_timeout_ms: PositiveMs = Field(
+        5000, description="how long shutdown waits for clients to close"
+    )
+    reconnect_after_ms: Annotated[int, Field(ge=0, le=3_600_000)] = Field(
+        2000, description="reconnectAfterMs told to clients in server_shutdown"
+    )
+    max_message_bytes: Annotated[int, Field(ge=128, le=64 * 1024 * 1024)] = Field(
+        65536, description="largest client message; larger ones close with 1009"
+    )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        10000, description="connections over this are refused with 1013"
+    )
+    outbox_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        64, description="messages queued per connection before it counts as too slow (4008)"
+    )
+    topics_file: Path | None = Field(None, description="TOML file with extra topics")
+    default_topics: tuple[str, ...] = Field(
+        ("overview", "regressions"), description="topics a new connection is subscribed to"
+    )
+    log_format: Literal["json", "console"] = Field("json", description="log line format")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="lowest level logged"
+    )
+
+    @field_validator("ws_host", "http_host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("default_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.connection_timeout_ms <= self.heartbeat_interval_ms:
+            raise _FieldProblem(
+                "connection_timeout_ms",
+                self.connection_timeout_ms,
+                "must be longer than --heartbeat-interval-ms",
+            )
+        if self.influx_token and (self.influx_username or self.influx_password):
+            raise _FieldProblem(
+                "influx_token", "***", "give either a token or a username and password, not both"
+            )
+        if bool(self.influx_username) != bool(self.influx_password):
+            raise _FieldProblem(
+                "influx_username", self.influx_username, "needs --influx-password too"
+            )
+        return self
+
+    @property
+    def influx_base_url(self) -> str:
+        """The InfluxDB URL without a trailing slash."""
+        return str(self.influx_url).rstrip("/")
+
+
+class _FieldProblem(ValueError):
+    """A cross-field problem, pinned to the field it is reported against."""
+
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field = field
+        self.value = value
+        self.problem = problem
+        super().__init__(problem)
+
+
+def flag_name(field: str) -> str:
+    """``ws_port`` -> ``--ws-port``."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    """``ws_port`` -> ``BROADCASTER_WS_PORT``."""
+    return ENV_PREFIX + field.upper()
+
+
+def build_settings(values: dict[str, Any]) -> Settings:
+    """Validate raw values (strings from flags or the environment) into Settings.
+
+    Raises:
+        ConfigError: naming the first bad setting by its flag, with the value given.
+    """
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        context = error.get("ctx") or {}
+        cause = context.get("error")
+        if isinstance(cause, _FieldProblem):
+            raise ConfigError(flag_name(cause.field), cause.value, cause.problem) from None
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        value = values.get(field, error.get("input"))
+        raise ConfigError(flag_name(field), value, error["msg"]) from None

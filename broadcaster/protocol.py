@@ -1,0 +1,207 @@
+"""The wire protocol: message shapes, error codes and close codes.
+
+Server messages are encoded here, once, to UTF-8 JSON bytes; the same bytes go to every
+subscriber. Client messages are decoded and validated here into small typed values, or
+rejected with a :class:`ProtocolViolation` carrying the error code the client will see.
+docs/protocol.md is the reference for dashboard authors; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+MAX_TOPICS_PER_MESSAGE = 100
+MAX_TOPIC_NAME_CHARS = 128
+
+
+class ErrorCode(enum.StrEnum):
+    """``code`` of an ``error`` message."""
+
+    INVALID_JSON = "invalid_json"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_TOPIC = "invalid_topic"
+    INVALID_MESSAGE = "invalid_message"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    INFLUXDB_UNAVAILABLE = "influxdb_unavailable"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses (RFC 6455 range, then the private 4000 range)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
+    HEARTBEAT_TIMEOUT = 4000
+    SLOW_CONSUMER = 4008
+
+
+def iso_now() -> str:
+    """Current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    return iso_from_datetime(datetime.now(UTC))
+
+
+def iso_from_datetime(moment: datetime) -> str:
+    """``moment`` as ISO-8601 UTC with milliseconds and a ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+# --- server -> client -----------------------------------------------------------------------
+
+
+def welcome(
+    connection_id: str,
+    topics: list[str],
+    subscribed: list[str],
+    broadcast_interval_ms: int,
+) -> bytes:
+    """First message on every connection."""
+    return _encode(
+        {
+            "type": "welcome",
+            "connectionId": connection_id,
+            "timestamp": iso_now(),
+            "topics": topics,
+            "subscribed": subscribed,
+            "broadcastIntervalMs": broadcast_interval_ms,
+        }
+    )
+
+
+def metrics_update(topic: str, seq: int, timestamp: str, data: Any, *, stale: bool) -> bytes:
+    """One topic's value at one tick. ``timestamp`` is when the value was read."""
+    return _encode(
+        {
+            "type": "metrics_update",
+            "topic": topic,
+            "seq": seq,
+            "timestamp": timestamp,
+            "stale": stale,
+            "data": data,
+        }
+    )
+
+
+def subscription_confirmed(topics: list[str]) -> bytes:
+    """The topics the connection is subscribed to after a subscribe or unsubscribe."""
+    return _encode({"type": "subscription_confirmed", "topics": topics})
+
+
+def pong(ping_id: Any = None) -> bytes:
+    """Answer to a client ``ping``; echoes its ``id`` when it sent one."""
+    message: dict[str, Any] = {"type": "pong", "timestamp": iso_now()}
+    if ping_id is not None:
+        message["id"] = ping_id
+    return _encode(message)
+
+
+def error(code: ErrorCode, message: str, **extra: Any) -> bytes:
+    """An ``error`` message; ``extra`` adds context fields such as ``topic``."""
+    return _encode({"type": "error", "code": code.value, "message": message, **extra})
+
+
+def server_shutdown(reason: str, reconnect_after_ms: int) -> bytes:
+    """Sent to every client before the server closes it with 1001."""
+    return _encode(
+        {
+            "type": "server_shutdown",
+            "reason": reason,
+            "reconnectAfterMs": reconnect_after_ms,
+            "timestamp": iso_now(),
+        }
+    )
+
+
+# --- client -> server -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """``{"type": "ping", "id"?: any}``."""
+
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """``{"type": "subscribe", "topics": [str, ...]}``."""
+
+    topics: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """``{"type": "unsubscribe", "topics": [str, ...]}``."""
+
+    topics: tuple[str, ...]
+
+
+ClientMessage = Ping | Subscribe | Unsubscribe
+
+
+class ProtocolViolation(Exception):
+    """A client message that cannot be acted on; ``code`` and ``message`` go to the client."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code.value}: {message}")
+
+
+def parse_client_message(raw: str | bytes) -> ClientMessage:
+    """Decode and validate one client frame.
+
+    Raises:
+        ProtocolViolation: binary frame, invalid JSON, unknown type or malformed fields.
+    """
+    if isinstance(raw, bytes):
+        raise ProtocolViolation(
+            ErrorCode.BINARY_NOT_SUPPORTED, "binary frames are not supported; send JSON text"
+        )
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolViolation(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "message needs a string 'type'")
+    if kind == "ping":
+        return Ping(message.get("id"))
+    if kind == "subscribe":
+        return Subscribe(_topic_list(message))
+    if kind == "unsubscribe":
+        return Unsubscribe(_topic_list(message))
+    raise ProtocolViolation(
+        ErrorCode.UNKNOWN_TYPE,
+        f"unknown message type {kind[:64]!r}; expected ping, subscribe or unsubscribe",
+    )
+
+
+def _topic_list(message: dict[str, Any]) -> tuple[str, ...]:
+    topics = message.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE, "'topics' must be a non-empty list of topic names"
+        )
+    if len(topics) > MAX_TOPICS_PER_MESSAGE:
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE, f"at most {MAX_TOPICS_PER_MESSAGE} topics per message"
+        )
+    if not all(isinstance(t, str) and 0 < len(t) <= MAX_TOPIC_NAME_CHARS for t in topics):
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE,
+            f"every topic must be a string of 1 to {MAX_TOPIC_NAME_CHARS} characters",
+        )
+    return tuple(dict.fromkeys(topics))
