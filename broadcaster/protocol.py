@@ -1,6 +1,6 @@
 """The wire protocol: message shapes, error codes and close codes.
 
-Server messages are encoded here, once, to UTF-8 JSON bytes; the same bytes go to every
+Server messages are encoded here, once, to JSON text; the same string goes to every
 subscriber. Client messages are decoded and validated here into small typed values, or
 rejected with a :class:`ProtocolViolation` carrying the error code the client will see.
 docs/protocol.md is the reference for dashboard authors; keep the two in step.
@@ -52,8 +52,15 @@ def iso_from_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _encode(message: dict[str, Any]) -> bytes:
-    return orjson.dumps(message)
+def iso_from_unix_ms(unix_ms: float | None) -> str | None:
+    """Epoch milliseconds as ISO-8601 UTC, or None for None."""
+    if unix_ms is None:
+        return None
+    return iso_from_datetime(datetime.fromtimestamp(unix_ms / 1000, UTC))
+
+
+def _encode(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
 
 
 # --- server -> client -----------------------------------------------------------------------
@@ -64,7 +71,7 @@ def welcome(
     topics: list[str],
     subscribed: list[str],
     broadcast_interval_ms: int,
-) -> bytes:
+) -> str:
     """First message on every connection."""
     return _encode(
         {
@@ -78,7 +85,7 @@ def welcome(
     )
 
 
-def metrics_update(topic: str, seq: int, timestamp: str, data: Any, *, stale: bool) -> bytes:
+def metrics_update(topic: str, seq: int, timestamp: str, data: Any, *, stale: bool) -> str:
     """One topic's value at one tick. ``timestamp`` is when the value was read."""
     return _encode(
         {
@@ -92,12 +99,12 @@ def metrics_update(topic: str, seq: int, timestamp: str, data: Any, *, stale: bo
     )
 
 
-def subscription_confirmed(topics: list[str]) -> bytes:
+def subscription_confirmed(topics: list[str]) -> str:
     """The topics the connection is subscribed to after a subscribe or unsubscribe."""
     return _encode({"type": "subscription_confirmed", "topics": topics})
 
 
-def pong(ping_id: Any = None) -> bytes:
+def pong(ping_id: Any = None) -> str:
     """Answer to a client ``ping``; echoes its ``id`` when it sent one."""
     message: dict[str, Any] = {"type": "pong", "timestamp": iso_now()}
     if ping_id is not None:
@@ -105,12 +112,12 @@ def pong(ping_id: Any = None) -> bytes:
     return _encode(message)
 
 
-def error(code: ErrorCode, message: str, **extra: Any) -> bytes:
+def error(code: ErrorCode, message: str, **extra: Any) -> str:
     """An ``error`` message; ``extra`` adds context fields such as ``topic``."""
     return _encode({"type": "error", "code": code.value, "message": message, **extra})
 
 
-def server_shutdown(reason: str, reconnect_after_ms: int) -> bytes:
+def server_shutdown(reason: str, reconnect_after_ms: int) -> str:
     """Sent to every client before the server closes it with 1001."""
     return _encode(
         {
@@ -171,7 +178,9 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise ProtocolViolation(ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}") from None
+        raise ProtocolViolation(
+            ErrorCode.INVALID_JSON, f"message is not valid JSON: {exc}"
+        ) from None
     if not isinstance(message, dict):
         raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "message must be a JSON object")
     kind = message.get("type")

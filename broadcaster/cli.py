@@ -1,0 +1,90 @@
+"""Command line: ``broadcaster serve [flags]``.
+
+Each setting is a flag, or else the environment variable ``BROADCASTER_<NAME>``, or else its
+default. A bad value exits with code 2 and one line naming the setting and the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from functools import partial
+from typing import Any, NoReturn
+
+import trio
+
+from broadcaster import __version__
+from broadcaster.config import Settings, build_settings, env_name, flag_name
+from broadcaster.errors import ConfigError
+from broadcaster.logs import configure_logging
+
+EXIT_USAGE = 2
+EXIT_STARTUP_FAILED = 1
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"broadcaster: error: {message}\n")
+
+
+def _settings_help(field: str) -> str:
+    info = Settings.model_fields[field]
+    default = info.default
+    if isinstance(default, tuple):
+        default = ",".join(default)
+    return f"{info.description} (env {env_name(field)}; default: {default})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser, with one ``serve`` flag per settings field."""
+    parser = _OneLineParser(prog="broadcaster", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    serve = commands.add_parser("serve", help="run the service")
+    for field in Settings.model_fields:
+        serve.add_argument(flag_name(field), dest=field, default=None, help=_settings_help(field))
+    return parser
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """Flags first, then environment variables; unset ones keep their defaults.
+
+    Raises:
+        ConfigError: a value is invalid.
+    """
+    values: dict[str, Any] = {}
+    for field in Settings.model_fields:
+        given = getattr(args, field)
+        if given is None:
+            given = environ.get(env_name(field))
+        if given is not None:
+            values[field] = given
+    return build_settings(values)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``broadcaster`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args, os.environ)
+        if settings.topics_file is not None:
+            # Validate the topics file before anything starts, to fail with exit code 2.
+            from broadcaster.pop_topics import BUILTIN_TOPICS
+            from broadcaster.topics import build_catalog
+
+            build_catalog(BUILTIN_TOPICS, settings.topics_file)
+    except ConfigError as exc:
+        sys.stderr.write(f"broadcaster: error: {exc}\n")
+        sys.exit(EXIT_USAGE)
+    configure_logging(settings.log_format, settings.log_level)
+    from broadcaster.service import serve
+
+    try:
+        trio.run(partial(serve, settings, handle_signals=True))
+    except* OSError as group:
+        sys.stderr.write(f"broadcaster: error: cannot start: {group.exceptions[0]}\n")
+        sys.exit(EXIT_STARTUP_FAILED)

@@ -1,0 +1,255 @@
+"""The hub: who is connected, who listens to what, and non-blocking fan-out.
+
+``publish`` hands one pre-encoded frame to every subscriber of a topic with ``send_nowait``;
+it never waits on a client. The hub also remembers each topic's latest update, so that a
+client subscribing to a topic that others already follow gets its value at once, and asks
+the broadcast loop (through ``refresh_requests``) for an immediate query when a topic gets its
+first subscriber, since its latest value may be old or missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import structlog
+import trio
+
+from broadcaster import protocol
+from broadcaster.connection import ClientInfo, Connection, Frame
+from broadcaster.protocol import CloseCode, ErrorCode
+
+log = structlog.get_logger("broadcaster.hub")
+
+
+@dataclass
+class Totals:
+    """Counters since the service started."""
+
+    connections_created: int = 0
+    connections_closed: int = 0
+    connections_refused: int = 0
+    broadcasts: int = 0
+    errors: int = 0
+    slow_consumers_closed: int = 0
+    heartbeat_timeouts: int = 0
+    oversized_messages: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters by name."""
+        return asdict(self)
+
+
+class Hub:
+    """The connection registry and its subscriptions."""
+
+    def __init__(
+        self,
+        topics: Sequence[str],
+        default_topics: Sequence[str],
+        *,
+        broadcast_interval_ms: int,
+        max_connections: int,
+        outbox_messages: int,
+    ) -> None:
+        self.topics = list(topics)
+        self.default_topics = tuple(t for t in default_topics if t in self.topics)
+        self.broadcast_interval_ms = broadcast_interval_ms
+        self.max_connections = max_connections
+        self.outbox_messages = outbox_messages
+        self.connections: dict[str, Connection] = {}
+        self.totals = Totals()
+        self._subscribers: dict[str, set[Connection]] = {topic: set() for topic in self.topics}
+        self._latest: dict[str, Frame] = {}
+        self._refresh_pending: set[str] = set()
+        self._refresh_send, self.refresh_requests = trio.open_memory_channel[str](
+            max(1, len(self.topics))
+        )
+        self._ids = itertools.count(1)
+        self._emptied = trio.Event()
+
+    # --- connections ---------------------------------------------------------------------------
+
+    def active_count(self) -> int:
+        """Connections open and not closing (``connections`` also holds closing ones)."""
+        return sum(1 for connection in self.connections.values() if connection.close_code is None)
+
+    def has_capacity(self) -> bool:
+        """Whether one more connection may be accepted."""
+        return len(self.connections) < self.max_connections
+
+    def refuse(self) -> None:
+        """Count a connection refused for capacity or shutdown."""
+        self.totals.connections_refused += 1
+
+    def open(self, client_info: ClientInfo) -> Connection:
+        """Register a new connection, queue its welcome and subscribe it to the defaults."""
+        connection = Connection(
+            id=f"ws_{next(self._ids)}_{int(time.time() * 1000)}",
+            client_info=client_info,
+            outbox_messages=self.outbox_messages,
+        )
+        connection.on_slow = self._count_slow
+        self.connections[connection.id] = connection
+        self.totals.connections_created += 1
+        connection.offer(
+            Frame(
+                protocol.welcome(
+                    connection.id,
+                    self.topics,
+                    list(self.default_topics),
+                    self.broadcast_interval_ms,
+                )
+            )
+        )
+        self._add_subscriptions(connection, self.default_topics)
+        log.info(
+            "connection opened",
+            connection_id=connection.id,
+            ip=client_info.ip,
+            user_agent=client_info.user_agent,
+            active=len(self.connections),
+        )
+        return connection
+
+    def close(self, connection: Connection) -> None:
+        """Forget a connection once it has closed, and log its summary."""
+        if self.connections.pop(connection.id, None) is None:
+            return
+        for topic in connection.subscriptions:
+            self._subscribers[topic].discard(connection)
+        self.totals.connections_closed += 1
+        if connection.close_code == CloseCode.MESSAGE_TOO_BIG:
+            self.totals.oversized_messages += 1
+        log.info(
+            "connection closed",
+            code=connection.close_code,
+            reason=connection.close_reason,
+            closed_by=connection.closed_by,
+            remaining=len(self.connections),
+            **{k: v for k, v in connection.summary().items() if k != "id"},
+            connection_id=connection.id,
+        )
+        if not self.connections:
+            self._emptied.set()
+
+    async def wait_until_empty(self) -> None:
+        """Return once no connection is left."""
+        while self.connections:
+            self._emptied = trio.Event()
+            await self._emptied.wait()
+
+    def shutdown_all(self, reason: str, reconnect_after_ms: int) -> None:
+        """Tell every client the server is going away, then close each with 1001."""
+        frame = Frame(protocol.server_shutdown(reason, reconnect_after_ms))
+        for connection in list(self.connections.values()):
+            connection.close_after_pending(frame, CloseCode.GOING_AWAY, reason)
+
+    def terminate_all(self, code: CloseCode, reason: str) -> None:
+        """Close every connection now, without waiting for its outbox."""
+        for connection in list(self.connections.values()):
+            connection.terminate(code, reason)
+
+    def _count_slow(self, connection: Connection) -> None:
+        self.totals.slow_consumers_closed += 1
+        log.warning(
+            "slow consumer closed",
+            connection_id=connection.id,
+            outbox_messages=self.outbox_messages,
+            code=int(CloseCode.SLOW_CONSUMER),
+        )
+
+    # --- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(self, connection: Connection, topics: tuple[str, ...]) -> None:
+        """Subscribe to the known topics among ``topics``; report unknown ones as an error."""
+        known = tuple(t for t in topics if t in self._subscribers)
+        self._report_unknown(connection, topics, known)
+        if not known:
+            return
+        fresh = tuple(t for t in known if t not in connection.subscriptions)
+        connection.offer(
+            Frame(protocol.subscription_confirmed(sorted(connection.subscriptions | set(known))))
+        )
+        self._add_subscriptions(connection, fresh)
+
+    def unsubscribe(self, connection: Connection, topics: tuple[str, ...]) -> None:
+        """Unsubscribe from ``topics``; unknown ones are reported as an error."""
+        known = tuple(t for t in topics if t in self._subscribers)
+        self._report_unknown(connection, topics, known)
+        if not known:
+            return
+        for topic in known:
+            connection.subscriptions.discard(topic)
+            self._subscribers[topic].discard(connection)
+        connection.offer(Frame(protocol.subscription_confirmed(sorted(connection.subscriptions))))
+
+    def _report_unknown(
+        self, connection: Connection, topics: tuple[str, ...], known: tuple[str, ...]
+    ) -> None:
+        unknown = [t for t in topics if t not in known]
+        if unknown:
+            self.totals.errors += 1
+            connection.send_error(
+                ErrorCode.INVALID_TOPIC,
+                f"unknown topics {unknown}; available: {self.topics}",
+                topics=unknown,
+            )
+
+    def _add_subscriptions(self, connection: Connection, topics: Sequence[str]) -> None:
+        for topic in topics:
+            subscribers = self._subscribers[topic]
+            first = not subscribers
+            subscribers.add(connection)
+            connection.subscriptions.add(topic)
+            if first or topic in self._refresh_pending:
+                self._request_refresh(topic)
+            elif (latest := self._latest.get(topic)) is not None:
+                connection.offer(latest)
+
+    def _request_refresh(self, topic: str) -> None:
+        if topic in self._refresh_pending:
+            return
+        try:
+            self._refresh_send.send_nowait(topic)
+        except trio.WouldBlock:  # cannot happen: one slot per topic, and pending topics dedupe
+            return
+        self._refresh_pending.add(topic)
+
+    def refresh_done(self, topic: str) -> None:
+        """The broadcast loop has answered a refresh request for ``topic``."""
+        self._refresh_pending.discard(topic)
+
+    # --- fan-out -------------------------------------------------------------------------------
+
+    def topics_with_subscribers(self) -> list[str]:
+        """Topics that someone listens to; only these are queried."""
+        return [topic for topic, subscribers in self._subscribers.items() if subscribers]
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """Number of subscribers per topic."""
+        return {topic: len(subscribers) for topic, subscribers in self._subscribers.items()}
+
+    def publish(self, topic: str, frame: Frame) -> int:
+        """Offer ``frame`` to every subscriber of ``topic`` without waiting; return the takers.
+
+        A ``metrics_update`` frame also becomes the topic's latest value.
+        """
+        if frame.is_update:
+            self._latest[topic] = frame
+        delivered = 0
+        for connection in self._subscribers.get(topic, ()):
+            if connection.offer(frame):
+                delivered += 1
+        if frame.is_update:
+            self.totals.broadcasts += delivered
+        return delivered
+
+    def publish_error(self, topic: str, frame: Frame, description: str) -> None:
+        """Offer an ``error`` frame to a topic's subscribers, counting it against each."""
+        for connection in self._subscribers.get(topic, ()):
+            if connection.offer(frame):
+                connection.note_error(description)
+                self.totals.errors += 1

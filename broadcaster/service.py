@@ -1,0 +1,237 @@
+"""The service: one nursery holding every task, and the shutdown sequence.
+
+Tasks in the nursery: the WebSocket server, the HTTP server (hypercorn), the broadcast loop,
+the heartbeat sweeper, the stats logger and, when run from the CLI, the signal watcher.
+
+Shutdown (first SIGTERM/SIGINT, or ``stop`` set):
+
+1. stop accepting WebSocket connections, stop the broadcast loop, heartbeats and stats;
+2. send ``server_shutdown`` to every client, then close it with 1001;
+3. wait up to the shutdown timeout for clients to finish their close handshake;
+4. close whoever is left, stop the HTTP server, return (the CLI exits 0).
+
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import httpx
+import structlog
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from broadcaster.broadcast import Broadcaster
+from broadcaster.config import Settings
+from broadcaster.heartbeat import sweep_heartbeats
+from broadcaster.http import create_app
+from broadcaster.hub import Hub
+from broadcaster.metrics import build_registry
+from broadcaster.pop_topics import BUILTIN_TOPICS
+from broadcaster.protocol import CloseCode
+from broadcaster.source_health import SourceHealth
+from broadcaster.sources.influxql import InfluxQLSource
+from broadcaster.stats import log_stats
+from broadcaster.topics import build_catalog
+from broadcaster.ws_server import WebSocketEndpoint, serve_websockets
+
+log = structlog.get_logger("broadcaster.service")
+
+HTTP_GRACE_S = 1.0
+SHUTDOWN_REASON = "server shutting down"
+
+
+@dataclass
+class RunningService:
+    """Handles to a started service, reported to whoever started it (tests, the CLI)."""
+
+    websocket: WebSocketEndpoint
+    http_url: str
+    hub: Hub
+    broadcaster: Broadcaster
+    health: SourceHealth
+
+
+class _TaskSet:
+    """Tasks run in the owner's nursery, each in a cancel scope, so they can be stopped and
+    awaited as a set while the nursery's other tasks go on."""
+
+    def __init__(self) -> None:
+        self._scopes: list[trio.CancelScope] = []
+        self._running = 0
+        self._all_done = trio.Event()
+
+    async def run(
+        self, task: Callable[..., Awaitable[Any]], *, task_status: trio.TaskStatus[Any]
+    ) -> None:
+        scope = trio.CancelScope()
+        self._scopes.append(scope)
+        self._running += 1
+        try:
+            with scope:
+                await task(task_status=task_status)
+        finally:
+            self._running -= 1
+            if not self._running:
+                self._all_done.set()
+
+    def stop(self) -> None:
+        for scope in self._scopes:
+            scope.cancel()
+
+    async def wait(self) -> None:
+        if self._running:
+            await self._all_done.wait()
+
+
+def _hypercorn_config(settings: Settings) -> HypercornConfig:
+    config = HypercornConfig()
+    config.bind = [f"{settings.http_host}:{settings.http_port}"]
+    config.accesslog = None
+    config.graceful_timeout = HTTP_GRACE_S
+    return config
+
+
+async def serve(
+    settings: Settings,
+    *,
+    stop: trio.Event | None = None,
+    handle_signals: bool = False,
+    task_status: trio.TaskStatus[RunningService] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole service until ``stop`` is set (or a signal arrives), then shut down.
+
+    Raises:
+        TopicsFileError: the topics file is invalid (before anything starts).
+        OSError: a port cannot be bound.
+    """
+    stop = stop or trio.Event()
+    catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file)
+    timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        source = InfluxQLSource(
+            client,
+            settings.influx_base_url,
+            settings.influx_db,
+            token=settings.influx_token,
+            username=settings.influx_username,
+            password=settings.influx_password,
+        )
+        interval_s = settings.broadcast_interval_ms / 1000
+        health = SourceHealth(
+            source, max_age_s=2 * interval_s, ping_timeout_s=settings.query_timeout_ms / 1000
+        )
+        hub = Hub(
+            list(catalog),
+            settings.default_topics,
+            broadcast_interval_ms=settings.broadcast_interval_ms,
+            max_connections=settings.max_connections,
+            outbox_messages=settings.outbox_messages,
+        )
+        broadcaster = Broadcaster(
+            hub,
+            source,
+            catalog,
+            health,
+            interval_s=interval_s,
+            query_timeout_s=settings.query_timeout_ms / 1000,
+        )
+        app = create_app(hub, health, build_registry(hub, health, broadcaster))
+        http_stop = trio.Event()
+        servers, background = _TaskSet(), _TaskSet()
+        async with trio.open_nursery() as nursery:
+            if handle_signals:
+                nursery.start_soon(_watch_signals, stop)
+            websocket: WebSocketEndpoint = await nursery.start(
+                servers.run,
+                partial(
+                    serve_websockets,
+                    hub,
+                    settings.ws_host,
+                    settings.ws_port,
+                    max_message_bytes=settings.max_message_bytes,
+                ),
+            )
+            binds: list[str] = await nursery.start(
+                servers.run,
+                partial(
+                    hypercorn_serve,
+                    app,
+                    _hypercorn_config(settings),
+                    shutdown_trigger=http_stop.wait,
+                ),
+            )
+            await nursery.start(background.run, broadcaster.run)
+            await nursery.start(
+                background.run,
+                partial(
+                    sweep_heartbeats,
+                    hub,
+                    interval_s=settings.heartbeat_interval_ms / 1000,
+                    connection_timeout_s=settings.connection_timeout_ms / 1000,
+                ),
+            )
+            await nursery.start(
+                background.run,
+                partial(log_stats, hub, health, interval_s=settings.stats_interval_ms / 1000),
+            )
+            log.info(
+                "service started",
+                websocket_url=websocket.url,
+                http_url=binds[0],
+                topics=list(catalog),
+                influx_url=settings.influx_base_url,
+                influx_db=settings.influx_db,
+            )
+            task_status.started(RunningService(websocket, binds[0], hub, broadcaster, health))
+            await stop.wait()
+            await _shut_down(settings, hub, websocket, background)
+            http_stop.set()
+            with trio.move_on_after(HTTP_GRACE_S):
+                await servers.wait()
+            nursery.cancel_scope.cancel()
+    log.info("service stopped", **hub.totals.as_dict())
+
+
+async def _shut_down(
+    settings: Settings, hub: Hub, websocket: WebSocketEndpoint, background: _TaskSet
+) -> None:
+    """Steps 1 to 3 of the shutdown sequence (see the module docstring)."""
+    started = trio.current_time()
+    websocket.stop_accepting()
+    background.stop()
+    clients = len(hub.connections)
+    log.info("shutting down", clients=clients, timeout_ms=settings.shutdown_timeout_ms)
+    hub.shutdown_all(SHUTDOWN_REASON, settings.reconnect_after_ms)
+    with trio.move_on_after(settings.shutdown_timeout_ms / 1000):
+        await hub.wait_until_empty()
+    left = len(hub.connections)
+    if left:
+        hub.terminate_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+    log.info(
+        "clients closed",
+        clients=clients,
+        closed_cleanly=clients - left,
+        forced=left,
+        elapsed_ms=round((trio.current_time() - started) * 1000),
+    )
+
+
+async def _watch_signals(stop: trio.Event) -> None:
+    """First SIGTERM/SIGINT: graceful shutdown. Second: exit at once."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not stop.is_set():
+                log.info("signal received: shutting down", signal=name)
+                stop.set()
+            else:
+                log.warning("second signal: exiting at once", signal=name)
+                os._exit(128 + signum)

@@ -1,0 +1,74 @@
+"""Fakes for in-memory tests of the broadcast loop and the hub (virtual time).
+
+The real InfluxDB source is tested against a real influxd elsewhere; these tests are about
+timing and fan-out, which need a source whose answers and delays the test controls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import trio
+
+from broadcaster.connection import ClientInfo, Connection, Frame
+from broadcaster.errors import SourceUnavailable
+from broadcaster.hub import Hub
+from broadcaster.sources.base import Series, StatementResult
+from broadcaster.topics import Topic
+
+
+@dataclass
+class FakeSource:
+    """Answers every query with a counter value; can be made slow or down."""
+
+    delay_s: float = 0.0
+    down: bool = False
+    calls: list[tuple[float, str]] = field(default_factory=list)
+    pings: int = 0
+
+    async def query(self, statements: str) -> list[StatementResult]:
+        self.calls.append((trio.current_time(), statements))
+        if self.delay_s:
+            await trio.sleep(self.delay_s)
+        if self.down:
+            raise SourceUnavailable("InfluxDB at fake unreachable: connection refused")
+        series = Series(name="m", columns=("n",), values=((len(self.calls),),))
+        return [StatementResult((series,))]
+
+    async def ping(self) -> None:
+        self.pings += 1
+        if self.down:
+            raise SourceUnavailable("InfluxDB at fake unreachable: connection refused")
+
+    def count(self, statements: str) -> int:
+        return sum(1 for _, query in self.calls if query == statements)
+
+
+def value_of(results: Sequence[StatementResult]) -> Any:
+    return {"n": results[0].series[0].values[0][0]}
+
+
+def make_topics(*names: str) -> dict[str, Topic]:
+    return {name: Topic(name=name, query=f"q:{name}", shape=value_of) for name in names}
+
+
+def make_hub(topics: Sequence[str], defaults: Sequence[str] = (), outbox: int = 64) -> Hub:
+    return Hub(
+        topics,
+        defaults,
+        broadcast_interval_ms=10_000,
+        max_connections=100,
+        outbox_messages=outbox,
+    )
+
+
+def open_connection(hub: Hub) -> Connection:
+    return hub.open(ClientInfo(user_agent="test", ip="127.0.0.1"))
+
+
+def sent_messages(connection: Connection) -> list[dict[str, Any]]:
+    """Decode and remove everything queued for ``connection``."""
+    return [orjson.loads(item.text) for item in connection.drain() if isinstance(item, Frame)]

@@ -1,0 +1,91 @@
+"""Hub fan-out and the heartbeat sweeper, in memory and in virtual time."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from broadcaster.connection import Frame
+from broadcaster.heartbeat import sweep_heartbeats, sweep_once
+from broadcaster.protocol import CloseCode
+from tests.fakes import make_hub, open_connection, sent_messages
+
+TIMEOUT_S = 45.0
+
+
+async def test_silent_connection_is_closed_and_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = make_hub(["overview"])
+    quiet, chatty = open_connection(hub), open_connection(hub)
+    await trio.sleep(TIMEOUT_S - 1)
+    chatty.touch()
+    assert sweep_once(hub, connection_timeout_s=TIMEOUT_S, ping_timeout_s=1) == 0
+    await trio.sleep(2)
+    assert sweep_once(hub, connection_timeout_s=TIMEOUT_S, ping_timeout_s=1) == 1
+    assert quiet.close_code == CloseCode.HEARTBEAT_TIMEOUT
+    assert chatty.close_code is None
+    assert hub.totals.heartbeat_timeouts == 1
+    # Sweeping again while it closes does not count it twice.
+    assert sweep_once(hub, connection_timeout_s=TIMEOUT_S, ping_timeout_s=1) == 0
+
+
+async def test_sweeper_runs_every_interval(autojump_clock: trio.testing.MockClock) -> None:
+    hub = make_hub(["overview"])
+    connection = open_connection(hub)
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            lambda task_status: sweep_heartbeats(
+                hub, interval_s=15, connection_timeout_s=TIMEOUT_S, task_status=task_status
+            )
+        )
+        # Silent for 45 s is noticed at the first sweep after it: the one at 60 s.
+        await trio.sleep_until(start + 59.999)
+        assert connection.close_code is None
+        await trio.sleep_until(start + 60.001)
+        assert connection.close_code == CloseCode.HEARTBEAT_TIMEOUT
+        nursery.cancel_scope.cancel()
+
+
+async def test_full_outbox_closes_only_the_slow_client() -> None:
+    hub = make_hub(["overview"], defaults=["overview"], outbox=4)
+    slow, fast = open_connection(hub), open_connection(hub)
+    delivered_to_fast = 0
+    for seq in range(10):
+        frame = Frame(f'{{"type":"metrics_update","seq":{seq}}}', is_update=True)
+        hub.publish("overview", frame)
+        delivered_to_fast += len(sent_messages(fast))
+    assert slow.close_code == CloseCode.SLOW_CONSUMER
+    assert hub.totals.slow_consumers_closed == 1
+    assert fast.close_code is None
+    assert delivered_to_fast == 1 + 10  # the welcome, then every update
+
+
+async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
+    hub = make_hub(["overview", "regressions"])
+    connection = open_connection(hub)
+    sent_messages(connection)
+    hub.subscribe(connection, ("overview", "nope"))
+    error, confirmed = sent_messages(connection)[:2]
+    assert error["type"] == "error"
+    assert error["code"] == "invalid_topic"
+    assert error["topics"] == ["nope"]
+    assert confirmed == {"type": "subscription_confirmed", "topics": ["overview"]}
+    hub.unsubscribe(connection, ("overview",))
+    assert sent_messages(connection) == [{"type": "subscription_confirmed", "topics": []}]
+    assert hub.topics_with_subscribers() == []
+    assert connection.error_count == 1
+
+
+async def test_shutdown_drops_backlog_and_queues_message_then_close() -> None:
+    hub = make_hub(["overview"], defaults=["overview"], outbox=3)
+    connection = open_connection(hub)
+    hub.publish("overview", Frame('{"type":"metrics_update"}', is_update=True))
+    hub.shutdown_all("server shutting down", 2000)
+    queued = connection.drain()
+    assert len(queued) == 2
+    assert isinstance(queued[0], Frame)
+    assert '"type":"server_shutdown"' in queued[0].text
+    assert '"reconnectAfterMs":2000' in queued[0].text
+    assert getattr(queued[1], "code", None) == CloseCode.GOING_AWAY
