@@ -90,7 +90,9 @@ class Connection:
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._ping_in_flight = False
+        # Set by the hub, which keeps the service-wide counters.
         self.on_slow: Callable[[Connection], None] = lambda connection: None
+        self.on_error: Callable[[Connection], None] = lambda connection: None
 
     # --- called by the hub, the broadcast loop and the heartbeat: never block ---------------
 
@@ -119,6 +121,7 @@ class Connection:
         """Count an error shown to this client (one frame may be shared by many clients)."""
         self.error_count += 1
         self.last_error = description
+        self.on_error(self)
 
     def terminate(self, code: CloseCode, reason: str) -> None:
         """Stop serving now and close with ``code``; pending frames are dropped."""
@@ -198,7 +201,7 @@ class Connection:
                     self._set_close(CloseCode.NORMAL, "connection lost", "client")
                 else:
                     by = "server" if reason.code == CloseCode.MESSAGE_TOO_BIG else "client"
-                    self._set_close(reason.code, reason.reason or reason.name, by)
+                    self._set_close(int(reason.code), reason.reason or reason.name, by)
                 return
             self.touch()
             self._handle(raw, hub)

@@ -92,6 +92,7 @@ class Hub:
             outbox_messages=self.outbox_messages,
         )
         connection.on_slow = self._count_slow
+        connection.on_error = self._count_error
         self.connections[connection.id] = connection
         self.totals.connections_created += 1
         connection.offer(
@@ -152,6 +153,9 @@ class Hub:
         for connection in list(self.connections.values()):
             connection.terminate(code, reason)
 
+    def _count_error(self, connection: Connection) -> None:
+        self.totals.errors += 1
+
     def _count_slow(self, connection: Connection) -> None:
         self.totals.slow_consumers_closed += 1
         log.warning(
@@ -191,7 +195,6 @@ class Hub:
     ) -> None:
         unknown = [t for t in topics if t not in known]
         if unknown:
-            self.totals.errors += 1
             connection.send_error(
                 ErrorCode.INVALID_TOPIC,
                 f"unknown topics {unknown}; available: {self.topics}",
@@ -252,4 +255,3 @@ class Hub:
         for connection in self._subscribers.get(topic, ()):
             if connection.offer(frame):
                 connection.note_error(description)
-                self.totals.errors += 1

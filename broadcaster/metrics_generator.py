@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
@@ -108,7 +108,9 @@ class Point:
         fields = [f"packet_loss_pct={self.packet_loss_pct:.3f}", f"up={int(self.up)}i"]
         if self.latency_ms is not None:
             fields.insert(0, f"latency_ms={self.latency_ms:.2f}")
-        return f"{MEASUREMENT},pop={self.pop},region={self.region} {','.join(fields)} {self.time_ms}"
+        return (
+            f"{MEASUREMENT},pop={self.pop},region={self.region} {','.join(fields)} {self.time_ms}"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +196,9 @@ class Simulation:
         latency = pop.base_latency_ms * daily * rng.gauss(1.0, 0.04)
         if rng.random() < 0.01:  # the odd slow probe
             latency *= rng.uniform(1.2, 1.6)
-        loss = pop.base_loss_pct * (1 + 0.5 * (daily - 1) / 0.2) + rng.gauss(0, pop.base_loss_pct / 3)
+        loss = pop.base_loss_pct * (1 + 0.5 * (daily - 1) / 0.2) + rng.gauss(
+            0, pop.base_loss_pct / 3
+        )
         if regression is not None:
             latency *= 1 + regression.increase
             loss += regression.extra_loss_pct * rng.uniform(0.6, 1.4)
@@ -209,10 +213,16 @@ class Simulation:
 
     def _advance_regression(self, pop: Pop, time_ms: int) -> Regression | None:
         current = self._regressions.get(pop.name)
-        if current is not None and not current.covers(time_ms):
+        ended = current is not None and not current.covers(time_ms)
+        if ended:
             del self._regressions[pop.name]
             current = None
-        if current is None and self._rng.random() < self._per_round(self.regressions_per_pop_hour):
+        # Not in the round one ended, so two never run back to back as if one was longer.
+        if (
+            current is None
+            and not ended
+            and self._rng.random() < self._per_round(self.regressions_per_pop_hour)
+        ):
             duration_ms = int(self._rng.uniform(3, 15) * MINUTE_MS)
             current = Regression(
                 pop.name,
@@ -229,10 +239,16 @@ class Simulation:
 
     def _advance_outage(self, pop: Pop, time_ms: int) -> bool:
         current = self._outages.get(pop.name)
-        if current is not None and not current.covers(time_ms):
+        ended = current is not None and not current.covers(time_ms)
+        if ended:
             del self._outages[pop.name]
             current = None
-        if current is None and self._rng.random() < self._per_round(self.outages_per_pop_hour):
+        # Not in the round one ended, so two never run back to back as if one was longer.
+        if (
+            current is None
+            and not ended
+            and self._rng.random() < self._per_round(self.outages_per_pop_hour)
+        ):
             rounds = self._rng.randint(2, 6)
             current = Outage(pop.name, time_ms, time_ms + rounds * self.interval_ms)
             self._outages[pop.name] = current
@@ -314,6 +330,175 @@ class InfluxWriter:
                 auth=self._auth or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
-            raise WriteError(f"InfluxDB at {self._url} unreachable: {exc or type(exc).__name__}") from None
+            raise WriteError(
+                f"InfluxDB at {self._url} unreachable: {exc or type(exc).__name__}"
+            ) from None
         if response.status_code >= 400:
-            raise WriteError(f"InfluxDB answered HTTP {response.status_code}: {response.text[:200].strip()}")
+            raise WriteError(
+                f"InfluxDB answered HTTP {response.status_code}: {response.text[:200].strip()}"
+            )
+
+
+def iso_ms(time_ms: int) -> str:
+    """A millisecond timestamp as ISO-8601 UTC, for log lines."""
+    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run(
+    writer: InfluxWriter,
+    simulation: Simulation,
+    *,
+    backfill_minutes: int,
+    once: bool,
+    stop: threading.Event,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Backfill, then write one round per interval until ``stop`` is set (or once).
+
+    Rounds are due at fixed multiples of the interval from the start, so the schedule does not
+    drift; rounds missed while a write hung are skipped rather than written in a burst.
+    A failed write is logged (one line) and the loop goes on, so it outlives a database restart.
+
+    Returns:
+        The exit code: 0, or 1 when ``once`` and a write failed.
+    """
+    interval_ms = simulation.interval_ms
+    start_ms = int(clock() * 1000) // interval_ms * interval_ms
+    try:
+        writer.create_database()
+    except WriteError as exc:
+        log.warning("cannot create database yet (will retry on write): %s", exc)
+    history = range(start_ms - backfill_minutes * MINUTE_MS, start_ms, interval_ms)
+    backfilled = _backfill(writer, simulation, history, stop) if history else True
+    healthy = backfilled
+    slot = 0
+    while not stop.wait(max(0.0, (start_ms + slot * interval_ms) / 1000 - clock())):
+        round_ms = start_ms + slot * interval_ms
+        before = simulation.active_regressions
+        points = simulation.round(round_ms)
+        _log_regression_changes(before, simulation.active_regressions)
+        written = _write_round(writer, points, round_ms, recovering=not healthy)
+        if once:
+            return 0 if backfilled and written else 1
+        healthy = written
+        elapsed_slots = math.ceil((clock() * 1000 - start_ms) / interval_ms)
+        slot = max(slot + 1, elapsed_slots)
+    log.info("stopped")
+    return 0
+
+
+def _backfill(
+    writer: InfluxWriter, simulation: Simulation, times_ms: range, stop: threading.Event
+) -> bool:
+    written = 0
+    for batch in batches(simulation.rounds(times_ms)):
+        if stop.is_set():
+            return True
+        try:
+            writer.write(batch)
+        except WriteError as exc:
+            log.warning("backfill batch of %d points not written: %s", len(batch), exc)
+            return False
+        written += len(batch)
+    log.info(
+        "backfilled %d points from %s to %s", written, iso_ms(times_ms[0]), iso_ms(times_ms[-1])
+    )
+    return True
+
+
+def _write_round(
+    writer: InfluxWriter, points: list[Point], round_ms: int, *, recovering: bool
+) -> bool:
+    try:
+        writer.write(points)
+    except WriteError as exc:
+        log.warning("round at %s not written: %s", iso_ms(round_ms), exc)
+        return False
+    if recovering:
+        log.info("InfluxDB accepts writes again (round at %s written)", iso_ms(round_ms))
+    return True
+
+
+def _log_regression_changes(
+    before: Mapping[str, Regression], after: Mapping[str, Regression]
+) -> None:
+    for pop in sorted(before.keys() - after.keys()):
+        log.info("regression on %s ended", pop)
+    for pop, regression in sorted(after.items()):
+        if pop not in before:
+            minutes = (regression.end_ms - regression.start_ms) / MINUTE_MS
+            log.info(
+                "regression on %s started: latency +%.0f%% for %.1f min",
+                pop,
+                regression.increase * 100,
+                minutes,
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``scripts/generate_metrics.py``."""
+    parser = argparse.ArgumentParser(
+        prog="generate_metrics.py", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--influx-url", required=True, help="InfluxDB base URL")
+    parser.add_argument("--influx-db", required=True, help="database (created if missing)")
+    parser.add_argument("--once", action="store_true", help="write one round, then exit")
+    parser.add_argument(
+        "--backfill",
+        type=int,
+        default=0,
+        metavar="MINUTES",
+        help="first write this many minutes of history",
+    )
+    parser.add_argument("--interval-s", type=float, default=10.0, help="seconds between rounds")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
+    parser.add_argument("--influx-token", help="API token (InfluxDB 2.x/3.x)")
+    parser.add_argument("--influx-username", help="InfluxDB 1.x user")
+    parser.add_argument("--influx-password", help="InfluxDB 1.x password")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, then :func:`run` until SIGINT/SIGTERM.
+
+    Returns:
+        The process exit code.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.interval_s < 0.1:
+        parser.error(f"--interval-s must be at least 0.1, got {args.interval_s}")
+    if args.backfill < 0:
+        parser.error(f"--backfill must be >= 0 minutes, got {args.backfill}")
+    if bool(args.influx_username) != bool(args.influx_password):
+        parser.error("--influx-username and --influx-password go together")
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    simulation = Simulation(seed=args.seed, interval_ms=round(args.interval_s * 1000))
+    log.info(
+        "writing %d PoPs every %g s to %s, database %s",
+        len(simulation.pops),
+        args.interval_s,
+        args.influx_url,
+        args.influx_db,
+    )
+    with httpx.Client(timeout=WRITE_TIMEOUT_S) as client:
+        writer = InfluxWriter(
+            client,
+            args.influx_url,
+            args.influx_db,
+            token=args.influx_token,
+            username=args.influx_username,
+            password=args.influx_password,
+        )
+        return run(writer, simulation, backfill_minutes=args.backfill, once=args.once, stop=stop)

@@ -7,7 +7,6 @@ real database, bound to 127.0.0.1 on free ports, its files under the given direc
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -72,7 +71,9 @@ class Influxd:
 
     def write(self, database: str, lines: str) -> None:
         """Write line protocol (nanosecond timestamps) synchronously."""
-        response = httpx.post(f"{self.url}/write", params={"db": database}, content=lines, timeout=10)
+        response = httpx.post(
+            f"{self.url}/write", params={"db": database}, content=lines, timeout=10
+        )
         response.raise_for_status()
 
     def http_stat(self, name: str) -> int:
@@ -110,13 +111,12 @@ def start_influxd(root: Path, *, http_port: int | None = None, timeout_s: float 
     port = http_port or free_port()
     config = root / "influxdb.conf"
     config.write_text(CONFIG_TEMPLATE.format(root=root, rpc_port=free_port(), http_port=port))
-    log = (root / "influxd.log").open("ab")
-    process = subprocess.Popen(
-        [influxd_binary(), "run", "-config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "INFLUXDB_DATA_QUERY_LOG_ENABLED": "false"},
-    )
+    with (root / "influxd.log").open("ab") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            [influxd_binary(), "run", "-config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     server = Influxd(process=process, url=f"http://127.0.0.1:{port}", root=root)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

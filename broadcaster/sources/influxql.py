@@ -53,10 +53,15 @@ class InfluxQLSource:
         url = self._base_url + path
         try:
             response = await self._client.get(
-                url, params=params, headers=self._headers, auth=self._auth or httpx.USE_CLIENT_DEFAULT
+                url,
+                params=params,
+                headers=self._headers,
+                auth=self._auth or httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.TimeoutException as exc:
-            raise SourceUnavailable(f"InfluxDB at {self._base_url} timed out ({type(exc).__name__})") from exc
+            raise SourceUnavailable(
+                f"InfluxDB at {self._base_url} timed out ({type(exc).__name__})"
+            ) from exc
         except httpx.TransportError as exc:
             raise SourceUnavailable(f"InfluxDB at {self._base_url} unreachable: {exc}") from exc
         if response.status_code >= 400:
@@ -89,7 +94,9 @@ def _statement(result: Any) -> StatementResult:
     if not isinstance(result, dict):
         raise SourceResponseError("InfluxDB result is not an object")
     if "error" in result:
-        raise SourceResponseError(f"InfluxDB statement error: {str(result['error'])[:MAX_ERROR_CHARS]}")
+        raise SourceResponseError(
+            f"InfluxDB statement error: {str(result['error'])[:MAX_ERROR_CHARS]}"
+        )
     raw_series = result.get("series", [])
     if not isinstance(raw_series, list):
         raise SourceResponseError("InfluxDB 'series' is not a list")

@@ -1,0 +1,131 @@
+"""Peers that stop answering or stop reading, against the real service over loopback.
+
+The misbehaving peers are raw TCP sockets that complete the WebSocket handshake and then
+do nothing: no reads, no pongs. Everybody else must not notice them.
+"""
+
+from __future__ import annotations
+
+import socket
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from broadcaster.config import build_settings
+from broadcaster.service import RunningService, serve
+from tests.influxd import Influxd
+from tests.wsclient import connect, eventually, get_json, next_message, raw_handshake
+
+BIG_TOML = """
+[[topic]]
+name = "big"
+query = "SELECT * FROM big"
+"""
+
+
+def settings(influxd: Influxd, influx_db: str, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "ws_port": 0,
+        "http_port": 0,
+        "influx_url": influxd.url,
+        "influx_db": influx_db,
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return build_settings(values)
+
+
+async def test_dead_peer_is_found_and_closed_by_the_heartbeat(
+    nursery: trio.Nursery, influxd: Influxd, influx_db: str
+) -> None:
+    service: RunningService = await nursery.start(
+        partial(
+            serve,
+            settings(
+                influxd,
+                influx_db,
+                heartbeat_interval_ms=200,
+                connection_timeout_ms=1000,
+                default_topics="",
+            ),
+        )
+    )
+    port = service.websocket.port
+    status_url = f"{service.http_url}/api/websocket/status"
+    async with connect(f"ws://127.0.0.1:{port}/ws") as alive:
+        await next_message(alive)
+        dead = await trio.to_thread.run_sync(raw_handshake, "127.0.0.1", port)
+        try:
+            await eventually(lambda: service.hub.totals.heartbeat_timeouts == 1)
+
+            async def only_alive_left() -> bool:
+                _, status = await get_json(status_url)
+                return bool(status["summary"]["trackedConnections"] == 1)
+
+            await eventually(only_alive_left)
+        finally:
+            dead.close()
+        _, status = await get_json(status_url)
+        assert status["summary"]["heartbeatTimeouts"] == 1
+        # The live client answered every ping on its own and is still here, with an RTT.
+        (connection,) = status["connections"]
+        assert connection["lastPingRttMs"] is not None
+        await alive.send_message('{"type": "ping", "id": 9}')
+        assert (await next_message(alive))["id"] == 9
+
+
+async def test_slow_reader_is_closed_and_others_miss_nothing(
+    nursery: trio.Nursery, influxd: Influxd, influx_db: str, tmp_path: Path
+) -> None:
+    # ~100 KB per update, ten per second: a peer that never reads fills its buffers fast.
+    rows = "\n".join(f'big,row={i} text="{"x" * 48}" {i + 1}' for i in range(1500))
+    await trio.to_thread.run_sync(influxd.write, influx_db, rows)
+    topics = tmp_path / "topics.toml"
+    topics.write_text(BIG_TOML)
+    service: RunningService = await nursery.start(
+        partial(
+            serve,
+            settings(
+                influxd,
+                influx_db,
+                topics_file=str(topics),
+                default_topics="big",
+                broadcast_interval_ms=100,
+                outbox_messages=4,
+            ),
+        )
+    )
+    url = f"ws://127.0.0.1:{service.websocket.port}/ws"
+    received: dict[int, list[int]] = {}
+
+    async def reader(number: int, task_status: trio.TaskStatus[None]) -> None:
+        async with connect(url, max_message_size=1 << 24) as ws:
+            await next_message(ws)
+            received[number] = []
+            task_status.started()
+            while True:
+                message = await next_message(ws)
+                received[number].append(message["seq"])
+
+    async with trio.open_nursery() as readers:
+        for number in range(5):
+            await readers.start(reader, number)
+        slow: socket.socket = await trio.to_thread.run_sync(
+            partial(raw_handshake, "127.0.0.1", service.websocket.port, receive_buffer_bytes=4096)
+        )
+        try:
+            await eventually(lambda: service.hub.totals.slow_consumers_closed == 1, timeout_s=30)
+            closed_at = {number: len(seqs) for number, seqs in received.items()}
+            await eventually(
+                lambda: min(len(s) - closed_at[n] for n, s in received.items()) >= 5, timeout_s=30
+            )
+        finally:
+            slow.close()
+        readers.cancel_scope.cancel()
+    for seqs in received.values():
+        assert len(seqs) >= 10
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a reader missed an update"
+    _, status = await get_json(f"{service.http_url}/api/websocket/status")
+    assert status["summary"]["slowConsumersClosed"] == 1

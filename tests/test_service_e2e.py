@@ -1,0 +1,243 @@
+"""The whole service in-process against a real influxd, with real WebSocket clients on loopback.
+
+Real clock here, so every wait has a generous deadline and waits for an event (a message, a
+status change), never for a fixed time.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from broadcaster.config import build_settings
+from broadcaster.service import RunningService, serve
+from tests.influxd import Influxd
+from tests.wsclient import (
+    connect,
+    get_json,
+    is_update,
+    next_message,
+    send_json,
+    wait_for,
+)
+
+StartService = Callable[..., Awaitable[RunningService]]
+
+TOPICS_TOML = """
+[[topic]]
+name = "cpu"
+description = "latest CPU value"
+query = "SELECT last(v) AS v FROM cpu"
+"""
+
+
+@pytest.fixture
+async def start_service(
+    nursery: trio.Nursery, influxd: Influxd, influx_db: str, tmp_path: Path
+) -> StartService:
+    """Start the service in the test's nursery; keyword arguments override settings."""
+    topics_file = tmp_path / "topics.toml"
+    topics_file.write_text(TOPICS_TOML)
+    influxd.write(influx_db, "cpu v=42")
+
+    async def start(**overrides: Any) -> RunningService:
+        values: dict[str, Any] = {
+            "ws_port": 0,
+            "http_port": 0,
+            "influx_url": influxd.url,
+            "influx_db": influx_db,
+            "topics_file": str(topics_file),
+            "broadcast_interval_ms": 60_000,
+            "log_format": "console",
+        }
+        values.update(overrides)
+        started: RunningService = await nursery.start(partial(serve, build_settings(values)))
+        return started
+
+    return start
+
+
+def ws_url(service: RunningService) -> str:
+    return f"ws://127.0.0.1:{service.websocket.port}/ws"
+
+
+async def test_welcome_then_default_topics_at_once(start_service: StartService) -> None:
+    service = await start_service()
+    async with connect(ws_url(service)) as ws:
+        welcome = await next_message(ws)
+        assert welcome["type"] == "welcome"
+        assert re.fullmatch(r"ws_\d+_\d{13}", welcome["connectionId"])
+        assert set(welcome["topics"]) == {"overview", "regressions", "cpu"}
+        assert welcome["subscribed"] == ["overview", "regressions"]
+        assert welcome["broadcastIntervalMs"] == 60_000
+        assert welcome["timestamp"].endswith("Z")
+        # The interval is a minute: these can only come from the immediate first query.
+        with trio.fail_after(5):
+            first = [await next_message(ws), await next_message(ws)]
+        assert {m["topic"] for m in first} == {"overview", "regressions"}
+        for update in first:
+            assert update["type"] == "metrics_update"
+            assert update["seq"] == 1
+            assert update["stale"] is False
+            assert isinstance(update["data"], dict)
+
+
+async def test_subscribe_unsubscribe_and_latest_value_at_once(start_service: StartService) -> None:
+    service = await start_service(default_topics="overview")
+    async with connect(ws_url(service)) as ws:
+        await wait_for(ws, is_update("overview"))
+        await send_json(ws, {"type": "subscribe", "topics": ["cpu"]})
+        confirmed = await next_message(ws)
+        assert confirmed == {"type": "subscription_confirmed", "topics": ["cpu", "overview"]}
+        update = await wait_for(ws, is_update("cpu"), timeout_s=5)
+        assert update["data"]["series"][0]["rows"][0]["v"] == 42
+        await send_json(ws, {"type": "unsubscribe", "topics": ["overview"]})
+        assert await next_message(ws) == {"type": "subscription_confirmed", "topics": ["cpu"]}
+        # A second client subscribing to the followed topic gets the cached value at once.
+        async with connect(ws_url(service)) as second:
+            await wait_for(second, is_update("overview"))
+            queries_before = service.broadcaster.states["cpu"].queries
+            await send_json(second, {"type": "subscribe", "topics": ["cpu"]})
+            cached = await wait_for(second, is_update("cpu"), timeout_s=5)
+            assert cached["seq"] == update["seq"]
+            assert service.broadcaster.states["cpu"].queries == queries_before
+
+
+async def test_ping_gets_pong_with_its_id(start_service: StartService) -> None:
+    service = await start_service(default_topics="")
+    async with connect(ws_url(service)) as ws:
+        await next_message(ws)
+        await send_json(ws, {"type": "ping", "id": "abc-1"})
+        pong = await next_message(ws)
+        assert pong["type"] == "pong"
+        assert pong["id"] == "abc-1"
+        assert pong["timestamp"].endswith("Z")
+        await send_json(ws, {"type": "ping"})
+        assert "id" not in await next_message(ws)
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("{not json", "invalid_json"),
+        ('{"type": "dance"}', "unknown_type"),
+        ('{"type": "subscribe"}', "invalid_message"),
+        ('{"type": "subscribe", "topics": "cpu"}', "invalid_message"),
+        ('{"type": "subscribe", "topics": [1, 2]}', "invalid_message"),
+        ('{"topics": ["cpu"]}', "invalid_message"),
+        ("[1, 2, 3]", "invalid_message"),
+        ('{"type": "subscribe", "topics": ["no-such-topic"]}', "invalid_topic"),
+        ('{"type": "unsubscribe", "topics": ["no-such-topic"]}', "invalid_topic"),
+        (b"\x00\x01binary", "binary_not_supported"),
+    ],
+)
+async def test_bad_input_gets_error_and_connection_stays_open(
+    start_service: StartService, frame: str | bytes, code: str
+) -> None:
+    service = await start_service(default_topics="")
+    async with (
+        connect(ws_url(service)) as ws,
+        connect(ws_url(service)) as bystander,
+    ):
+        await next_message(ws)
+        await next_message(bystander)
+        await ws.send_message(frame)
+        error = await next_message(ws)
+        assert error["type"] == "error"
+        assert error["code"] == code
+        assert error["message"]
+        await send_json(ws, {"type": "ping", "id": 1})
+        assert (await next_message(ws))["type"] == "pong"
+        await send_json(bystander, {"type": "ping", "id": 2})
+        assert (await next_message(bystander))["id"] == 2
+    _, status = await get_json(f"{service.http_url}/api/websocket/status")
+    assert status["summary"]["totalErrors"] >= 1
+
+
+async def test_oversized_frame_closes_only_that_client_with_1009(
+    start_service: StartService,
+) -> None:
+    service = await start_service(default_topics="", max_message_bytes=1024)
+    async with connect(ws_url(service)) as bystander:
+        await next_message(bystander)
+        async with connect(ws_url(service)) as ws:
+            await next_message(ws)
+            await ws.send_message("x" * 2000)
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 1009
+        await send_json(bystander, {"type": "ping", "id": 3})
+        assert (await next_message(bystander))["id"] == 3
+
+
+async def test_over_capacity_is_refused_with_1013(start_service: StartService) -> None:
+    service = await start_service(default_topics="", max_connections=2)
+    async with (
+        connect(ws_url(service)) as first,
+        connect(ws_url(service)) as second,
+    ):
+        await next_message(first)
+        await next_message(second)
+        async with connect(ws_url(service)) as third:
+            with trio.fail_after(5), pytest.raises(ConnectionClosed) as closed:
+                await third.get_message()
+            assert closed.value.reason.code == 1013
+        await send_json(first, {"type": "ping", "id": 4})
+        assert (await next_message(first))["id"] == 4
+    assert service.hub.totals.connections_refused == 1
+
+
+async def test_status_and_health(start_service: StartService) -> None:
+    service = await start_service()
+    headers = [("User-Agent", "test-dashboard/1.0")]
+    async with connect(ws_url(service), extra_headers=headers) as ws:
+        welcome = await next_message(ws)
+        await wait_for(ws, is_update("overview"))
+        code, status = await get_json(f"{service.http_url}/api/websocket/status")
+        assert code == 200
+        assert status["status"] == "ok"
+        assert status["timestamp"].endswith("Z")
+        summary = status["summary"]
+        for key in ("activeConnections", "trackedConnections", "totalBroadcasts", "totalErrors"):
+            assert isinstance(summary[key], int)
+        assert summary["activeConnections"] == 1
+        (connection,) = status["connections"]
+        assert connection["id"] == welcome["connectionId"]
+        assert connection["clientInfo"] == {"userAgent": "test-dashboard/1.0", "ip": "127.0.0.1"}
+        assert connection["subscriptions"] == ["overview", "regressions"]
+        assert connection["broadcastCount"] >= 1
+        assert connection["lastBroadcast"].endswith("Z")
+        for key in ("connectedAt", "errorCount", "lastError", "lastPingRttMs", "lastActivity"):
+            assert key in connection
+
+        code, health = await get_json(f"{service.http_url}/health")
+        assert code == 200
+        assert health["status"] == "ok"
+        websocket = health["services"]["websocket"]
+        assert websocket["healthy"] is True
+        assert websocket["activeConnections"] == 1
+        assert websocket["totalConnectionsTracked"] == 1
+        influxdb = health["services"]["influxdb"]
+        assert influxdb["healthy"] is True
+        assert influxdb["lastQueryAt"].endswith("Z")
+        assert influxdb["lastError"] is None
+
+
+async def test_metrics_endpoint_exposes_counters(start_service: StartService) -> None:
+    service = await start_service()
+    async with connect(ws_url(service)) as ws:
+        await wait_for(ws, is_update("overview"))
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{service.http_url}/metrics")).text
+    assert "broadcaster_connections_active 1.0" in text
+    assert re.search(r'broadcaster_topic_subscribers\{topic="overview"\} 1\.0', text)
+    assert "broadcaster_broadcasts_total" in text

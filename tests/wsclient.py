@@ -1,0 +1,111 @@
+"""Small helpers for tests that talk to the service as real clients over loopback."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+JSON = dict[str, Any]
+
+
+@asynccontextmanager
+async def connect(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
+    """``open_websocket_url`` that never leaks its socket.
+
+    trio-websocket 0.12's client does not close its TCP stream when the server closes first
+    (``aclose`` returns early once a close reason is set), which leaves a socket for the
+    garbage collector; the service closes clients first on every refusal and at shutdown.
+    """
+    async with open_websocket_url(url, **options) as ws:
+        try:
+            yield ws
+        finally:
+            await ws._stream.aclose()
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool] | bool], timeout_s: float = 10
+) -> None:
+    """Wait until ``condition()`` holds, for state that announces itself by no event
+    (another process's counters, a status endpoint); fails the test after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        while True:
+            result = condition()
+            if not isinstance(result, bool):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.02)
+
+
+async def next_message(ws: WebSocketConnection, timeout_s: float = 10) -> JSON:
+    """The next message, decoded; fails the test after ``timeout_s``."""
+    with trio.fail_after(timeout_s):
+        raw = await ws.get_message()
+    message = orjson.loads(raw)
+    assert isinstance(message, dict)
+    return message
+
+
+async def wait_for(
+    ws: WebSocketConnection, predicate: Callable[[JSON], bool], timeout_s: float = 10
+) -> JSON:
+    """Skip messages until one matches ``predicate``."""
+    with trio.fail_after(timeout_s):
+        while True:
+            message = await next_message(ws, timeout_s)
+            if predicate(message):
+                return message
+
+
+def is_update(topic: str, *, stale: bool | None = None) -> Callable[[JSON], bool]:
+    """Predicate: a metrics_update of ``topic`` (and of that staleness, if given)."""
+    return lambda m: (
+        m.get("type") == "metrics_update"
+        and m.get("topic") == topic
+        and (stale is None or m.get("stale") is stale)
+    )
+
+
+async def send_json(ws: WebSocketConnection, message: Any) -> None:
+    await ws.send_message(orjson.dumps(message).decode())
+
+
+async def get_json(url: str) -> tuple[int, JSON]:
+    """GET ``url``; returns the status and the JSON body."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(url)
+    return response.status_code, response.json()
+
+
+def raw_handshake(
+    host: str, port: int, *, receive_buffer_bytes: int | None = None
+) -> socket.socket:
+    """A TCP client that completes the WebSocket handshake and then does nothing at all.
+
+    Blocking socket: call it through ``trio.to_thread.run_sync``. It never reads again, never
+    answers pings: the peer a heartbeat or a slow-consumer limit must find.
+    """
+    sock = socket.socket()
+    if receive_buffer_bytes:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer_bytes)
+    sock.connect((host, port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("closed during handshake")
+        response += chunk
+    assert response.startswith(b"HTTP/1.1 101"), response
+    return sock
