@@ -14,6 +14,8 @@ from broadcaster.errors import SourceResponseError, SourceUnavailable
 from broadcaster.sources.base import Series, StatementResult
 
 MAX_ERROR_CHARS = 300
+# A bad query, not a database in trouble; auth failures (401/403) count as unavailable.
+REJECTED_QUERY_STATUSES = frozenset({400, 404, 413})
 
 
 class InfluxQLSource:
@@ -44,7 +46,15 @@ class InfluxQLSource:
     async def query(self, statements: str) -> list[StatementResult]:
         params = {"db": self._database, "q": statements, "epoch": "ms"}
         body = await self._get("/query", params)
-        return parse_query_response(body)
+        try:
+            return parse_query_response(body)
+        except SourceResponseError as exc:
+            if "not executed" in str(exc):
+                # influxd 1.x says only this when a multi-statement request names no database.
+                raise SourceResponseError(
+                    f"{exc} (does the database {self._database!r} exist?)"
+                ) from None
+            raise
 
     async def ping(self) -> None:
         await self._get("/ping", None)
@@ -64,9 +74,12 @@ class InfluxQLSource:
             ) from exc
         except httpx.TransportError as exc:
             raise SourceUnavailable(f"InfluxDB at {self._base_url} unreachable: {exc}") from exc
-        if response.status_code >= 400:
+        status = response.status_code
+        if status >= 400:
             detail = response.text[:MAX_ERROR_CHARS].strip()
-            raise SourceUnavailable(f"InfluxDB answered HTTP {response.status_code}: {detail}")
+            if status in REJECTED_QUERY_STATUSES:
+                raise SourceResponseError(f"InfluxDB rejected the query (HTTP {status}): {detail}")
+            raise SourceUnavailable(f"InfluxDB answered HTTP {status}: {detail}")
         return response.content
 
 

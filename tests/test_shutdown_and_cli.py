@@ -1,0 +1,216 @@
+"""The ``broadcaster`` command as an operator runs it: flags, errors, signals, exit codes.
+
+The service runs as a real subprocess (``python -m broadcaster serve``) against the real
+influxd, with real clients over loopback, and is stopped with real signals.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed
+
+from broadcaster.cli import build_parser, settings_from
+from tests.influxd import Influxd, free_port
+from tests.wsclient import connect, eventually, next_message, raw_handshake
+
+CLIENTS = 100
+SHUTDOWN_TIMEOUT_MS = 5000
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "broadcaster", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--ws-port", "abc"], ["--ws-port", "'abc'"]),
+        (["--ws-port", "70000"], ["--ws-port", "'70000'"]),
+        (["--broadcast-interval-ms", "0"], ["--broadcast-interval-ms", "'0'"]),
+        (["--influx-url", "not a url"], ["--influx-url", "'not a url'"]),
+        (["--log-format", "xml"], ["--log-format", "'xml'"]),
+        (["--heartbeat-interval-ms", "60000"], ["--connection-timeout-ms"]),
+        (["--topics-file", "/no/such/file.toml"], ["--topics-file", "/no/such/file.toml"]),
+        (["--no-such-flag", "1"], ["--no-such-flag"]),
+    ],
+)
+def test_bad_value_exits_2_with_one_line(args: list[str], named: list[str]) -> None:
+    result = run_cli("serve", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for word in named:
+        assert word in lines[0]
+
+
+def test_bad_environment_value_is_named_by_its_flag() -> None:
+    result = run_cli("serve", env={**os.environ, "BROADCASTER_MAX_CONNECTIONS": "lots"})
+    assert result.returncode == 2
+    assert "--max-connections" in result.stderr
+    assert "'lots'" in result.stderr
+
+
+def test_invalid_topics_file_exits_2(tmp_path: Path) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text('[[topic]]\nname = "bad name!"\nquery = "SELECT 1"\n')
+    result = run_cli("serve", "--topics-file", str(topics))
+    assert result.returncode == 2
+    assert "topic #1" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    args = build_parser().parse_args(["serve", "--ws-port", "9001"])
+    environ = {"BROADCASTER_WS_PORT": "9002", "BROADCASTER_HTTP_PORT": "9003"}
+    settings = settings_from(args, environ)
+    assert settings.ws_port == 9001
+    assert settings.http_port == 9003
+    assert settings.influx_db == "metrics"
+    assert settings.default_topics == ("overview", "regressions")
+
+
+def test_port_in_use_is_one_line_and_exit_1() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--ws-port", str(port), "--http-port", "0")
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+class ServiceProcess:
+    """``python -m broadcaster serve`` on free ports, its log in a file."""
+
+    def __init__(self, influxd: Influxd, influx_db: str, log_path: Path, **flags: Any) -> None:
+        self.ws_port, self.http_port = free_port(), free_port()
+        self.log_path = log_path
+        args = {
+            "ws-port": self.ws_port,
+            "http-port": self.http_port,
+            "influx-url": influxd.url,
+            "influx-db": influx_db,
+            "broadcast-interval-ms": 500,
+            **flags,
+        }
+        command = [sys.executable, "-m", "broadcaster", "serve"]
+        for name, value in args.items():
+            command += [f"--{name}", str(value)]
+        with log_path.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.ws_port}/ws"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    async def ready(self) -> None:
+        async def answers() -> bool:
+            try:
+                async with httpx.AsyncClient() as client:
+                    await client.get(f"http://127.0.0.1:{self.http_port}/health")
+            except httpx.TransportError:
+                return False
+            return True
+
+        await eventually(answers, timeout_s=30)
+
+    async def wait_exit(self, timeout_s: float) -> int:
+        with trio.fail_after(timeout_s):
+            await eventually(lambda: self.process.poll() is not None, timeout_s=timeout_s)
+        return self.process.returncode
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def service_process(
+    influxd: Influxd, influx_db: str, tmp_path: Path
+) -> Iterator[type[ServiceProcess]]:
+    started: list[ServiceProcess] = []
+
+    def start(**flags: Any) -> ServiceProcess:
+        log_path = tmp_path / f"service{len(started)}.log"
+        process = ServiceProcess(influxd, influx_db, log_path, **flags)
+        started.append(process)
+        return process
+
+    yield start  # type: ignore[misc]
+    for process in started:
+        process.kill()
+
+
+async def test_sigterm_tells_every_client_and_closes_with_1001(service_process: Any) -> None:
+    service: ServiceProcess = service_process(**{"shutdown-timeout-ms": SHUTDOWN_TIMEOUT_MS})
+    await service.ready()
+    outcomes: dict[int, tuple[dict[str, Any], int]] = {}
+
+    async def client(number: int, task_status: trio.TaskStatus[None]) -> None:
+        async with connect(service.url) as ws:
+            assert (await next_message(ws))["type"] == "welcome"
+            task_status.started()
+            while True:
+                message = await next_message(ws, timeout_s=30)
+                if message["type"] == "server_shutdown":
+                    break
+            with pytest.raises(ConnectionClosed) as closed:
+                await next_message(ws)
+            assert closed.value.reason is not None
+            outcomes[number] = (message, closed.value.reason.code)
+
+    async with trio.open_nursery() as nursery:
+        for number in range(CLIENTS):
+            await nursery.start(client, number)
+        started = trio.current_time()
+        service.process.send_signal(signal.SIGTERM)
+        returncode = await service.wait_exit(timeout_s=SHUTDOWN_TIMEOUT_MS / 1000 + 10)
+        elapsed_s = trio.current_time() - started
+    assert returncode == 0, service.log()
+    assert elapsed_s < SHUTDOWN_TIMEOUT_MS / 1000 + 2
+    assert len(outcomes) == CLIENTS
+    for message, code in outcomes.values():
+        assert message["reason"]
+        assert isinstance(message["reconnectAfterMs"], int)
+        assert message["timestamp"].endswith("Z")
+        assert code == 1001
+    assert f'"clients": {CLIENTS}' in service.log() or f'"clients":{CLIENTS}' in service.log()
+
+
+async def test_second_signal_exits_at_once(service_process: Any) -> None:
+    service: ServiceProcess = service_process(**{"shutdown-timeout-ms": 30000})
+    await service.ready()
+    # A peer that never reads nor answers the close handshake keeps the graceful path busy.
+    stuck = await trio.to_thread.run_sync(raw_handshake, "127.0.0.1", service.ws_port)
+    try:
+        service.process.send_signal(signal.SIGTERM)
+        await eventually(lambda: "shutting down" in service.log())
+        service.process.send_signal(signal.SIGINT)
+        returncode = await service.wait_exit(timeout_s=5)
+    finally:
+        stuck.close()
+    assert returncode == 128 + signal.SIGINT
