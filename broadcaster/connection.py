@@ -248,7 +248,7 @@ class Connection:
 
     def _set_close(self, code: int, reason: str, by: str) -> None:
         if self.close_code is None:
-            self.close_code, self.close_reason, self.closed_by = code, reason, by
+            self.close_code, self.close_reason, self.closed_by = int(code), reason, by
 
     def summary(self) -> dict[str, Any]:
         """The connection as reported by the status API and the disconnect log line."""

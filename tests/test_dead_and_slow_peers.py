@@ -129,3 +129,40 @@ async def test_slow_reader_is_closed_and_others_miss_nothing(
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a reader missed an update"
     _, status = await get_json(f"{service.http_url}/api/websocket/status")
     assert status["summary"]["slowConsumersClosed"] == 1
+
+
+async def test_flooding_client_does_not_disturb_others(
+    nursery: trio.Nursery, influxd: Influxd, influx_db: str
+) -> None:
+    service: RunningService = await nursery.start(
+        partial(serve, settings(influxd, influx_db, default_topics=""))
+    )
+    url = f"ws://127.0.0.1:{service.websocket.port}/ws"
+    sent = 0
+    with trio.fail_after(60):
+        async with connect(url) as flooder, connect(url) as bystander:
+            await next_message(flooder)
+            await next_message(bystander)
+
+            async def flood() -> None:
+                # Never reads its answers: pings, garbage and unknown topics, as fast as it can.
+                nonlocal sent
+                frames = ['{"type":"ping"}', "not json", '{"type":"subscribe","topics":["x"]}']
+                while True:
+                    await flooder.send_message(frames[sent % 3])
+                    sent += 1
+
+            async with trio.open_nursery() as flooding:
+                flooding.start_soon(flood)
+                for number in range(20):
+                    await bystander.send_message(f'{{"type":"ping","id":{number}}}')
+                    pong = await next_message(bystander, timeout_s=5)
+                    assert pong == {**pong, "type": "pong", "id": number}
+                # The flooder never reads its answers: once they fill its outbox the server
+                # closes it as a slow consumer and stops reading it, so its sends then block.
+                await eventually(lambda: service.hub.totals.slow_consumers_closed == 1)
+                flooding.cancel_scope.cancel()
+            await bystander.send_message('{"type":"ping","id":"after"}')
+            assert (await next_message(bystander))["id"] == "after"
+    assert sent > 100
+    assert service.hub.totals.errors > 0

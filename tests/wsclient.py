@@ -17,16 +17,18 @@ JSON = dict[str, Any]
 
 @asynccontextmanager
 async def connect(url: str, **options: Any) -> AsyncIterator[WebSocketConnection]:
-    """``open_websocket_url`` that never leaks its socket.
+    """``open_websocket_url`` that never leaks its socket nor hangs on exit.
 
-    trio-websocket 0.12's client does not close its TCP stream when the server closes first
-    (``aclose`` returns early once a close reason is set), which leaves a socket for the
-    garbage collector; the service closes clients first on every refusal and at shutdown.
+    When the server closes first, trio-websocket 0.12's client ``aclose`` returns early: it
+    neither closes the TCP stream (a socket left to the garbage collector) nor the message
+    queue, on which its reader task may be blocked forever if the test stopped reading. The
+    service closes first on every refusal, slow-consumer cut-off and shutdown.
     """
     async with open_websocket_url(url, **options) as ws:
         try:
             yield ws
         finally:
+            await ws._recv_channel.aclose()
             await ws._stream.aclose()
 
 
