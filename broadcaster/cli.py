@@ -19,6 +19,8 @@ from broadcaster import __version__
 from broadcaster.config import Settings, build_settings, env_name, flag_name
 from broadcaster.errors import ConfigError
 from broadcaster.logs import configure_logging
+from broadcaster.pop_topics import BUILTIN_TOPICS
+from broadcaster.topics import build_catalog
 
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 1
@@ -71,12 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args, os.environ)
-        if settings.topics_file is not None:
-            # Validate the topics file before anything starts, to fail with exit code 2.
-            from broadcaster.pop_topics import BUILTIN_TOPICS
-            from broadcaster.topics import build_catalog
-
-            build_catalog(BUILTIN_TOPICS, settings.topics_file)
+        # The topics file and default topics, checked before anything starts (exit code 2).
+        build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     except ConfigError as exc:
         sys.stderr.write(f"broadcaster: error: {exc}\n")
         sys.exit(EXIT_USAGE)

@@ -55,7 +55,7 @@ class Hub:
         outbox_messages: int,
     ) -> None:
         self.topics = list(topics)
-        self.default_topics = tuple(t for t in default_topics if t in self.topics)
+        self.default_topics = tuple(default_topics)
         self.broadcast_interval_ms = broadcast_interval_ms
         self.max_connections = max_connections
         self.outbox_messages = outbox_messages

@@ -109,11 +109,11 @@ async def serve(
     """Run the whole service until ``stop`` is set (or a signal arrives), then shut down.
 
     Raises:
-        TopicsFileError: the topics file is invalid (before anything starts).
+        ConfigError: the topics file or the default topics are invalid (before anything starts).
         OSError: a port cannot be bound.
     """
     stop = stop or trio.Event()
-    catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file)
+    catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
     async with httpx.AsyncClient(timeout=timeout) as client:
         source = InfluxQLSource(

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from broadcaster.errors import TopicsFileError
+from broadcaster.errors import ConfigError, TopicsFileError
 from broadcaster.sources.base import StatementResult
 
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -98,9 +98,19 @@ def _topic_from_toml(path: str, index: int, entry: Mapping[str, Any]) -> Topic:
     return Topic(name=name, query=query.strip(), shape=series_data, description=description)
 
 
-def build_catalog(builtin: Sequence[Topic], topics_file: Path | None) -> dict[str, Topic]:
-    """Built-in topics, then the file's (replacing a built-in of the same name)."""
+def build_catalog(
+    builtin: Sequence[Topic], topics_file: Path | None, default_topics: Sequence[str] = ()
+) -> dict[str, Topic]:
+    """Built-in topics, then the file's (replacing a built-in of the same name).
+
+    Raises:
+        TopicsFileError: the topics file is invalid.
+        ConfigError: a default topic is not in the catalog.
+    """
     catalog = {topic.name: topic for topic in builtin}
     if topics_file is not None:
         catalog.update((topic.name, topic) for topic in load_topics_file(topics_file))
+    unknown = [name for name in default_topics if name not in catalog]
+    if unknown:
+        raise ConfigError("--default-topics", ",".join(default_topics), f"unknown topics {unknown}")
     return catalog

@@ -50,6 +50,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--heartbeat-interval-ms", "60000"], ["--connection-timeout-ms"]),
         (["--topics-file", "/no/such/file.toml"], ["--topics-file", "/no/such/file.toml"]),
         (["--no-such-flag", "1"], ["--no-such-flag"]),
+        (["--default-topics", "overview,nope"], ["--default-topics", "nope"]),
     ],
 )
 def test_bad_value_exits_2_with_one_line(args: list[str], named: list[str]) -> None:
