@@ -21,19 +21,16 @@ from typing import Any
 import httpx
 import pytest
 
-from broadcaster.metrics_generator import (
+from broadcaster.metrics_generator import InfluxWriter, WriteError, batches, run
+from broadcaster.pop_simulation import (
     MINUTE_MS,
     POPS,
     REGION_UTC_OFFSET_H,
-    InfluxWriter,
     Outage,
     Point,
     Regression,
     Simulation,
-    WriteError,
-    batches,
     daily_factor,
-    run,
 )
 from tests.influxd import Influxd, free_port
 

@@ -19,17 +19,8 @@ import httpx
 import pytest
 
 from broadcaster.errors import SourceError, SourceResponseError
-from broadcaster.metrics_generator import (
-    MINUTE_MS,
-    POPS,
-    InfluxWriter,
-    Outage,
-    Point,
-    Pop,
-    Regression,
-    Simulation,
-    batches,
-)
+from broadcaster.metrics_generator import InfluxWriter, batches
+from broadcaster.pop_simulation import MINUTE_MS, POPS, Outage, Point, Pop, Regression, Simulation
 from broadcaster.pop_topics import (
     BUILTIN_TOPICS,
     REGRESSION_STATEMENTS,
