@@ -21,6 +21,7 @@ from types import FrameType
 import httpx
 
 from broadcaster.pop_simulation import MINUTE_MS, Point, Regression, Simulation
+from broadcaster.sources.influx_auth import influx_auth
 
 BATCH_POINTS = 5000  # InfluxDB 1.x recommends 5-10k points per write
 WRITE_TIMEOUT_S = 5.0
@@ -60,8 +61,7 @@ class InfluxWriter:
         self._client = client
         self._url = url.rstrip("/")
         self._database = database
-        self._headers = {"Authorization": f"Token {token}"} if token else {}
-        self._auth = httpx.BasicAuth(username, password) if username and password else None
+        self._headers, self._auth = influx_auth(token, username, password)
 
     def create_database(self) -> None:
         """``CREATE DATABASE``, which is a no-op when it exists.

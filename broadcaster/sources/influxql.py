@@ -12,6 +12,7 @@ import orjson
 
 from broadcaster.errors import SourceResponseError, SourceUnavailable
 from broadcaster.sources.base import Series, StatementResult
+from broadcaster.sources.influx_auth import influx_auth
 
 MAX_ERROR_CHARS = 300
 # A bad query, not a database in trouble; auth failures (401/403) count as unavailable.
@@ -21,8 +22,8 @@ REJECTED_QUERY_STATUSES = frozenset({400, 404, 413})
 class InfluxQLSource:
     """A :class:`~broadcaster.sources.base.MetricsSource` speaking InfluxQL over HTTP.
 
-    Auth: a token goes in ``Authorization: Token ...`` (2.x and 3.x); a username and
-    password go as HTTP basic auth (1.x). Timestamps come back as epoch milliseconds.
+    Auth as :func:`~broadcaster.sources.influx_auth.influx_auth` says. Timestamps come back
+    as epoch milliseconds.
     """
 
     def __init__(
@@ -38,10 +39,8 @@ class InfluxQLSource:
         self._client = client
         self._base_url = base_url.rstrip("/")
         self._database = database
-        self._headers = {"Accept": "application/json"}
-        if token:
-            self._headers["Authorization"] = f"Token {token}"
-        self._auth = httpx.BasicAuth(username, password) if username and password else None
+        auth_headers, self._auth = influx_auth(token, username, password)
+        self._headers = {"Accept": "application/json", **auth_headers}
 
     async def query(self, statements: str) -> list[StatementResult]:
         params = {"db": self._database, "q": statements, "epoch": "ms"}
