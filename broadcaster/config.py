@@ -67,6 +67,12 @@ class Settings(BaseModel):
     outbox_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
         64, description="messages queued per connection before it counts as too slow (4008)"
     )
+    client_messages_per_s: Annotated[float, Field(gt=0, le=100_000)] = Field(
+        20, description="messages a client may send per second on average (then rate_limited)"
+    )
+    client_message_burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        100, description="messages a client may send at once above that average"
+    )
     topics_file: Path | None = Field(None, description="TOML file with extra topics")
     default_topics: tuple[str, ...] = Field(
         ("overview", "regressions"), description="topics a new connection is subscribed to"

@@ -9,6 +9,7 @@ is how the server sees disconnects, floods and oversized frames.
 
 from __future__ import annotations
 
+import math
 import struct
 import time
 from collections.abc import Callable
@@ -21,10 +22,12 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from broadcaster import protocol
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
+from broadcaster.rate_limit import TokenBucket
 
 log = structlog.get_logger("broadcaster.connection")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
+RATE_LIMIT_ERROR_EVERY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,7 @@ class Connection:
     id: str
     client_info: ClientInfo
     outbox_messages: int
+    rate_limit: TokenBucket
     last_activity: float = field(default_factory=trio.current_time)
     connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     last_broadcast_unix_ms: int | None = None
@@ -90,6 +94,8 @@ class Connection:
         self._scope = trio.CancelScope()
         self._nursery: trio.Nursery | None = None
         self._ping_in_flight = False
+        self._rate_limited_until = -math.inf
+        self.dropped_messages = 0
         # Set by the hub, which keeps the service-wide counters.
         self.on_slow: Callable[[Connection], None] = lambda connection: None
         self.on_error: Callable[[Connection], None] = lambda connection: None
@@ -204,7 +210,22 @@ class Connection:
                     self._set_close(int(reason.code), reason.reason or reason.name, by)
                 return
             self.touch()
-            self._handle(raw, hub)
+            if self.rate_limit.take():
+                self._handle(raw, hub)
+            else:
+                self._drop_over_limit()
+
+    def _drop_over_limit(self) -> None:
+        """Drop a message sent over the rate limit, unparsed; say so at most once a second."""
+        self.dropped_messages += 1
+        now = trio.current_time()
+        if now >= self._rate_limited_until:
+            self._rate_limited_until = now + RATE_LIMIT_ERROR_EVERY_S
+            self.send_error(
+                ErrorCode.RATE_LIMITED,
+                "too many messages: messages over the limit are dropped "
+                f"({self.dropped_messages} so far)",
+            )
 
     def _handle(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
         try:
@@ -245,6 +266,8 @@ class Connection:
             pass
         finally:
             self._ping_in_flight = False
+        self._rate_limited_until = -math.inf
+        self.dropped_messages = 0
 
     def _set_close(self, code: int, reason: str, by: str) -> None:
         if self.close_code is None:
@@ -264,4 +287,5 @@ class Connection:
             "lastPingRttMs": self.last_ping_rtt_ms,
             "clientInfo": {"userAgent": self.client_info.user_agent, "ip": self.client_info.ip},
             "pendingMessages": self._send.statistics().current_buffer_used,
+            "droppedMessages": self.dropped_messages,
         }

@@ -20,6 +20,7 @@ import trio
 from broadcaster import protocol
 from broadcaster.connection import ClientInfo, Connection, Frame
 from broadcaster.protocol import CloseCode, ErrorCode
+from broadcaster.rate_limit import TokenBucket
 
 log = structlog.get_logger("broadcaster.hub")
 
@@ -53,12 +54,16 @@ class Hub:
         broadcast_interval_ms: int,
         max_connections: int,
         outbox_messages: int,
+        client_messages_per_s: float = 20,
+        client_message_burst: int = 100,
     ) -> None:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
         self.broadcast_interval_ms = broadcast_interval_ms
         self.max_connections = max_connections
         self.outbox_messages = outbox_messages
+        self.client_messages_per_s = client_messages_per_s
+        self.client_message_burst = client_message_burst
         self.connections: dict[str, Connection] = {}
         self.totals = Totals()
         self._subscribers: dict[str, set[Connection]] = {topic: set() for topic in self.topics}
@@ -90,6 +95,7 @@ class Hub:
             id=f"ws_{next(self._ids)}_{int(time.time() * 1000)}",
             client_info=client_info,
             outbox_messages=self.outbox_messages,
+            rate_limit=TokenBucket(self.client_messages_per_s, self.client_message_burst),
         )
         connection.on_slow = self._count_slow
         connection.on_error = self._count_error

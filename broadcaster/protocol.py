@@ -27,6 +27,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_TOPIC = "invalid_topic"
     INVALID_MESSAGE = "invalid_message"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
+    RATE_LIMITED = "rate_limited"
     INFLUXDB_UNAVAILABLE = "influxdb_unavailable"
 
 

@@ -134,6 +134,8 @@ async def serve(
             broadcast_interval_ms=settings.broadcast_interval_ms,
             max_connections=settings.max_connections,
             outbox_messages=settings.outbox_messages,
+            client_messages_per_s=settings.client_messages_per_s,
+            client_message_burst=settings.client_message_burst,
         )
         broadcaster = Broadcaster(
             hub,
