@@ -153,10 +153,16 @@ class Connection:
                 return taken
 
     def request_ping(self, timeout_s: float) -> None:
-        """Send a WebSocket ping unless one is in flight; its pong counts as activity."""
-        if self._nursery is not None and not self._ping_in_flight:
-            self._ping_in_flight = True
-            self._nursery.start_soon(self._ping, timeout_s)
+        """Send a WebSocket ping unless one is in flight; its pong counts as activity.
+
+        Ignored once the connection is closing: its nursery is being cancelled, and may
+        already be closed to new tasks before ``serve`` returns.
+        """
+        nursery = self._nursery
+        if nursery is None or nursery.cancel_scope.cancel_called or self._ping_in_flight:
+            return
+        self._ping_in_flight = True
+        nursery.start_soon(self._ping, timeout_s)
 
     def touch(self) -> None:
         """Record activity from the client."""
