@@ -1,4 +1,9 @@
-"""Logging: structlog for our own lines (JSON by default), stdlib logging for libraries."""
+"""Logging: one line per event on stderr, JSON by default, for our events and libraries' alike.
+
+Our code logs through structlog; hypercorn, trio-websocket and httpx log through the standard
+library, whose records are rendered by the same structlog renderer, so an operator's log
+pipeline sees one format.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +21,18 @@ LEVELS = {
 
 
 def configure_logging(log_format: str, level: str) -> None:
-    """One line per event on stderr: JSON objects, or key=value for people at a terminal."""
+    """JSON objects, or ``key=value`` lines for people at a terminal, at ``level`` and above."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            timestamper,
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -34,10 +40,18 @@ def configure_logging(log_format: str, level: str) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (hypercorn, trio-websocket, httpx) log through the standard library.
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=max(LEVELS[level], logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer,
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                timestamper,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    # Libraries are chatty at INFO (hypercorn's "Running on ..."); warnings are what matter.
+    root.setLevel(max(LEVELS[level], logging.WARNING))

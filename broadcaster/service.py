@@ -15,6 +15,7 @@ A second signal exits at once.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,8 @@ def _hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [f"{settings.http_host}:{settings.http_port}"]
     config.accesslog = None
+    # A Logger, not a path: hypercorn then adds no handler of its own (see broadcaster.logs).
+    config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = HTTP_GRACE_S
     return config
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import trio
 import trio.testing
 from structlog.testing import capture_logs
@@ -57,3 +61,22 @@ async def test_disconnect_logs_code_reason_summary_and_remaining() -> None:
     assert "broadcastCount" in entry
     assert "connectedAt" in entry
     assert staying.id in hub.connections
+
+
+def test_library_log_lines_are_rendered_like_ours() -> None:
+    script = (
+        "import logging, structlog\n"
+        "from broadcaster.logs import configure_logging\n"
+        "configure_logging('json', 'info')\n"
+        "logging.getLogger('hypercorn.error').info('chatty')\n"
+        "logging.getLogger('hypercorn.error').warning('lost a worker')\n"
+        "structlog.get_logger('broadcaster').info('ours', n=1)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["event"] for line in lines] == ["lost a worker", "ours"]
+    assert lines[0]["logger"] == "hypercorn.error"
+    assert lines[0]["level"] == "warning"
+    assert lines[1]["n"] == 1
