@@ -272,8 +272,6 @@ class Connection:
             pass
         finally:
             self._ping_in_flight = False
-        self._rate_limited_until = -math.inf
-        self.dropped_messages = 0
 
     def _set_close(self, code: int, reason: str, by: str) -> None:
         if self.close_code is None:

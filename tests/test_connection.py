@@ -47,3 +47,38 @@ async def test_ping_requested_while_the_connection_closes_is_ignored() -> None:
                 await trio.lowlevel.checkpoint()
         assert connection.close_code == 1000
         assert connection.closed_by == "client"
+
+
+class QuietWebSocket:
+    """A peer that answers pings at once and sends nothing."""
+
+    async def get_message(self) -> str:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async def send_message(self, message: str) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def ping(self, payload: bytes | None = None) -> None:
+        await trio.sleep(0.005)
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_pong_records_rtt_and_activity_and_keeps_other_state(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hub = make_hub(["overview"])
+    connection = open_connection(hub)
+    connection.dropped_messages = 7
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.serve, QuietWebSocket(), hub)
+        await trio.sleep(30)
+        assert connection.idle_s() == 30
+        connection.request_ping(timeout_s=1)
+        await trio.sleep(1)
+        assert connection.last_ping_rtt_ms == 5.0
+        assert connection.idle_s() < 1
+        assert connection.dropped_messages == 7
+        nursery.cancel_scope.cancel()
