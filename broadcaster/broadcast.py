@@ -10,6 +10,7 @@ first subscriber is queried at once (see :mod:`broadcaster.hub`).
 
 from __future__ import annotations
 
+import enum
 import math
 import time
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.connection import Frame
-from broadcaster.errors import SourceError, SourceResponseError
+from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
 from broadcaster.hub import Hub
 from broadcaster.protocol import ErrorCode
 from broadcaster.source_health import SourceHealth
@@ -29,6 +30,23 @@ from broadcaster.sources.base import MetricsSource
 from broadcaster.topics import Topic
 
 log = structlog.get_logger("broadcaster.broadcast")
+
+
+class FailureCause(enum.StrEnum):
+    """Why a topic's query failed: the ``cause`` of its ``influxdb_unavailable`` error."""
+
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    QUERY_REJECTED = "query_rejected"
+    BAD_RESPONSE = "bad_response"
+
+    @classmethod
+    def of(cls, error: SourceError) -> FailureCause:
+        if isinstance(error, QueryRejected):
+            return cls.QUERY_REJECTED
+        if isinstance(error, SourceResponseError):
+            return cls.BAD_RESPONSE
+        return cls.UNAVAILABLE
 
 
 @dataclass
@@ -113,18 +131,21 @@ class Broadcaster:
         state.queries += 1
         data: Any = None
         failure: str | None = None
+        cause = FailureCause.UNAVAILABLE
         read_at_ms = time.time() * 1000
         with trio.move_on_after(self._query_timeout_s) as deadline:
             try:
                 data = topic.shape(await self._source.query(topic.query))
             except SourceError as exc:
-                failure = str(exc)
+                failure, cause = str(exc), FailureCause.of(exc)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 # The answer parsed but did not have the shape the topic expects.
                 failure = str(SourceResponseError(f"unexpected result for topic {name!r}: {exc!r}"))
+                cause = FailureCause.BAD_RESPONSE
                 log.exception("topic result could not be shaped", topic=name)
         if deadline.cancelled_caught:
             failure = f"query timed out after {round(self._query_timeout_s * 1000)} ms"
+            cause = FailureCause.TIMEOUT
         state.seq += 1
         if failure is None:
             self._health.record_success()
@@ -143,11 +164,17 @@ class Broadcaster:
             return
         state.failures += 1
         self._health.record_failure(failure)
-        log.warning("topic query failed", topic=name, error=failure)
+        # A rejected query is a configuration mistake (a topics file), not an outage.
+        level = log.error if cause is FailureCause.QUERY_REJECTED else log.warning
+        level("topic query failed", topic=name, cause=cause.value, error=failure)
         message = f"InfluxDB query for topic {name!r} failed: {failure}"
         self._hub.publish_error(
             name,
-            Frame(protocol.error(ErrorCode.INFLUXDB_UNAVAILABLE, message, topic=name)),
+            Frame(
+                protocol.error(
+                    ErrorCode.INFLUXDB_UNAVAILABLE, message, topic=name, cause=cause.value
+                )
+            ),
             f"{ErrorCode.INFLUXDB_UNAVAILABLE.value}: {message}",
         )
         if state.last_good_timestamp is not None:

@@ -43,7 +43,10 @@ def _settings_help(field: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser, with one ``serve`` flag per settings field."""
-    parser = _OneLineParser(prog="broadcaster", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(
+        prog="broadcaster",
+        description="Push live InfluxDB metrics to dashboards over WebSocket.",
+    )
     parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     serve = commands.add_parser("serve", help="run the service")

@@ -71,7 +71,7 @@ class Settings(BaseModel):
         20, description="messages a client may send per second on average (then rate_limited)"
     )
     client_message_burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
-        100, description="messages a client may send at once above that average"
+        100, description="messages a client may send in one burst (the token bucket's size)"
     )
     topics_file: Path | None = Field(None, description="TOML file with extra topics")
     default_topics: tuple[str, ...] = Field(

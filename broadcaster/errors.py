@@ -8,6 +8,7 @@ The hierarchy::
     └── SourceError            the metrics database did not give a usable answer
         ├── SourceUnavailable  down, unreachable, timed out or answered with an HTTP error
         └── SourceResponseError  answered, but with something that is not a valid result
+            └── QueryRejected    refused the query itself (bad InfluxQL, no such database)
 
 Transient errors (``SourceError``) are logged and retried by the broadcast loop; everything
 else is a programming error and is allowed to crash loudly.
@@ -45,3 +46,7 @@ class SourceUnavailable(SourceError):
 
 class SourceResponseError(SourceError):
     """The source answered, but the answer is not a valid query result."""
+
+
+class QueryRejected(SourceResponseError):
+    """The source refused the query itself: bad InfluxQL, or no such database."""

@@ -207,7 +207,8 @@ def _log_regression_changes(
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``scripts/generate_metrics.py``."""
     parser = argparse.ArgumentParser(
-        prog="generate_metrics.py", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="generate_metrics.py",
+        description="Write realistic PoP metrics (latency, loss, regressions) to InfluxDB.",
     )
     parser.add_argument("--influx-url", required=True, help="InfluxDB base URL")
     parser.add_argument("--influx-db", required=True, help="database (created if missing)")

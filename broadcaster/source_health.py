@@ -57,9 +57,11 @@ class SourceHealth:
                 await self._source.ping()
         except (SourceError, trio.TooSlowError) as exc:
             self.healthy = False
+            self.consecutive_failures += 1
             self.last_error = str(exc) or f"ping timed out after {self._ping_timeout_s} s"
         else:
             self.healthy = True
+            self.consecutive_failures = 0
         self._checked_at = trio.current_time()
 
     def report(self) -> dict[str, Any]:

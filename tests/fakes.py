@@ -14,7 +14,7 @@ import orjson
 import trio
 
 from broadcaster.connection import ClientInfo, Connection, Frame
-from broadcaster.errors import SourceUnavailable
+from broadcaster.errors import QueryRejected, SourceUnavailable
 from broadcaster.hub import Hub
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.topics import Topic
@@ -26,6 +26,7 @@ class FakeSource:
 
     delay_s: float = 0.0
     down: bool = False
+    rejected: bool = False
     calls: list[tuple[float, str]] = field(default_factory=list)
     pings: int = 0
 
@@ -35,6 +36,8 @@ class FakeSource:
             await trio.sleep(self.delay_s)
         if self.down:
             raise SourceUnavailable("InfluxDB at fake unreachable: connection refused")
+        if self.rejected:
+            raise QueryRejected("InfluxDB rejected the query (HTTP 400): error parsing query")
         series = Series(name="m", columns=("n",), values=((len(self.calls),),))
         return [StatementResult((series,))]
 

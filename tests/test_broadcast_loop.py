@@ -128,6 +128,7 @@ async def test_outage_sends_error_then_stale_value_and_recovers(
         assert [m["type"] for m in during] == ["error", "metrics_update"]
         assert during[0]["code"] == "influxdb_unavailable"
         assert during[0]["topic"] == "overview"
+        assert during[0]["cause"] == "unavailable"
         assert during[1]["stale"] is True
         assert during[1]["data"] == good[0]["data"]
         assert during[1]["timestamp"] == good[0]["timestamp"]
@@ -154,6 +155,18 @@ async def test_slow_query_times_out_as_unavailable(autojump_clock: trio.testing.
     assert len(errors) == 1
     assert errors[0]["code"] == "influxdb_unavailable"
     assert "timed out after 5000 ms" in errors[0]["message"]
+    assert errors[0]["cause"] == "timeout"
+
+
+async def test_rejected_query_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    source = FakeSource(rejected=True)
+    hub = make_hub(["overview"], defaults=["overview"])
+    client = open_connection(hub)
+    await run_for(make_broadcaster(hub, source, "overview"), 1)
+    (error,) = [m for m in sent_messages(client) if m["type"] == "error"]
+    assert error["code"] == "influxdb_unavailable"
+    assert error["cause"] == "query_rejected"
+    assert "error parsing query" in error["message"]
 
 
 @pytest.mark.parametrize("topics_followed_already", [False, True])

@@ -117,6 +117,7 @@ async def test_outage_gives_error_and_stale_value_then_recovers(
             error = await wait_for(ws, lambda m: m["type"] == "error", timeout_s=10)
             assert error["code"] == "influxdb_unavailable"
             assert error["topic"] == "overview"
+            assert error["cause"] == "unavailable"
             stale = await next_message(ws)
             assert stale["type"] == "metrics_update"
             assert stale["stale"] is True

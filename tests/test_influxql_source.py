@@ -11,7 +11,7 @@ import httpx
 import pytest
 import trio
 
-from broadcaster.errors import SourceResponseError, SourceUnavailable
+from broadcaster.errors import QueryRejected, SourceResponseError, SourceUnavailable
 from broadcaster.sources.influxql import InfluxQLSource
 from tests.influxd import Influxd, free_port
 
@@ -40,11 +40,11 @@ async def test_missing_database_and_bad_query_are_response_errors(
     influxd: Influxd, client: httpx.AsyncClient
 ) -> None:
     source = InfluxQLSource(client, influxd.url, "no_such_db")
-    with pytest.raises(SourceResponseError, match="database not found"):
+    with pytest.raises(QueryRejected, match="database not found"):
         await source.query("SELECT * FROM cpu")
-    with pytest.raises(SourceResponseError, match="does the database 'no_such_db' exist"):
+    with pytest.raises(QueryRejected, match="does the database 'no_such_db' exist"):
         await source.query("SELECT * FROM a; SELECT * FROM b")
-    with pytest.raises(SourceResponseError, match=r"HTTP 400.*error parsing query"):
+    with pytest.raises(QueryRejected, match=r"HTTP 400.*error parsing query"):
         await source.query("SELEC nonsense")
 
 
@@ -93,7 +93,7 @@ def http_response(status: str, body: bytes) -> bytes:
         ("200 OK", b'{"nothing": 1}', SourceResponseError, "no 'results'"),
         ("200 OK", b'{"results": [{"series": "x"}]}', SourceResponseError, "not a list"),
         ("200 OK", b'{"results": [{"series": [{"values": []}]}]}', SourceResponseError, "columns"),
-        ("200 OK", b'{"results": [{"error": "boom"}]}', SourceResponseError, "boom"),
+        ("200 OK", b'{"results": [{"error": "boom"}]}', QueryRejected, "boom"),
         ("500 Internal Server Error", b'{"error": "oops"}', SourceUnavailable, "HTTP 500"),
         ("401 Unauthorized", b'{"error": "auth"}', SourceUnavailable, "HTTP 401"),
     ],
@@ -108,8 +108,10 @@ async def test_garbage_answers_raise_clear_errors(
 ) -> None:
     port = await nursery.start(partial(serve_canned, lambda head: http_response(status, body)))
     source = InfluxQLSource(client, f"http://127.0.0.1:{port}", "metrics")
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as raised:
         await source.query("SELECT 1")
+    # Garbage is not a rejected query: only the database's own refusal is.
+    assert isinstance(raised.value, QueryRejected) == (error is QueryRejected)
 
 
 async def test_stalled_database_times_out_as_unavailable(

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from broadcaster.errors import SourceResponseError, SourceUnavailable
+from broadcaster.errors import QueryRejected, SourceResponseError, SourceUnavailable
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.sources.influx_auth import influx_auth
 
@@ -50,7 +50,7 @@ class InfluxQLSource:
         except SourceResponseError as exc:
             if "not executed" in str(exc):
                 # influxd 1.x says only this when a multi-statement request names no database.
-                raise SourceResponseError(
+                raise QueryRejected(
                     f"{exc} (does the database {self._database!r} exist?)"
                 ) from None
             raise
@@ -77,7 +77,7 @@ class InfluxQLSource:
         if status >= 400:
             detail = response.text[:MAX_ERROR_CHARS].strip()
             if status in REJECTED_QUERY_STATUSES:
-                raise SourceResponseError(f"InfluxDB rejected the query (HTTP {status}): {detail}")
+                raise QueryRejected(f"InfluxDB rejected the query (HTTP {status}): {detail}")
             raise SourceUnavailable(f"InfluxDB answered HTTP {status}: {detail}")
         return response.content
 
@@ -95,7 +95,7 @@ def parse_query_response(body: bytes) -> list[StatementResult]:
     if not isinstance(document, dict):
         raise SourceResponseError("InfluxDB answer is not a JSON object")
     if "error" in document:
-        raise SourceResponseError(f"InfluxDB error: {str(document['error'])[:MAX_ERROR_CHARS]}")
+        raise QueryRejected(f"InfluxDB error: {str(document['error'])[:MAX_ERROR_CHARS]}")
     results = document.get("results")
     if not isinstance(results, list):
         raise SourceResponseError("InfluxDB answer has no 'results' list")
@@ -106,9 +106,7 @@ def _statement(result: Any) -> StatementResult:
     if not isinstance(result, dict):
         raise SourceResponseError("InfluxDB result is not an object")
     if "error" in result:
-        raise SourceResponseError(
-            f"InfluxDB statement error: {str(result['error'])[:MAX_ERROR_CHARS]}"
-        )
+        raise QueryRejected(f"InfluxDB statement error: {str(result['error'])[:MAX_ERROR_CHARS]}")
     raw_series = result.get("series", [])
     if not isinstance(raw_series, list):
         raise SourceResponseError("InfluxDB 'series' is not a list")
