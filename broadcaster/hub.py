@@ -4,7 +4,7 @@
 it never waits on a client. The hub also remembers each topic's latest update, so that a
 client subscribing to a topic that others already follow gets its value at once, and asks
 the broadcast loop (through ``refresh_requests``) for an immediate query when a topic gets its
-first subscriber, since its latest value may be old or missing.
+first subscriber and has no value from the last interval.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ class Hub:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
         self.broadcast_interval_ms = broadcast_interval_ms
+        self._fresh_for_s = broadcast_interval_ms / 1000
         self.max_connections = max_connections
         self.outbox_messages = outbox_messages
         self.client_messages_per_s = client_messages_per_s
@@ -67,7 +68,7 @@ class Hub:
         self.connections: dict[str, Connection] = {}
         self.totals = Totals()
         self._subscribers: dict[str, set[Connection]] = {topic: set() for topic in self.topics}
-        self._latest: dict[str, Frame] = {}
+        self._latest: dict[str, tuple[Frame, float]] = {}  # frame, trio.current_time()
         self._refresh_pending: set[str] = set()
         self._refresh_send, self.refresh_requests = trio.open_memory_channel[str](
             max(1, len(self.topics))
@@ -208,15 +209,26 @@ class Hub:
             )
 
     def _add_subscriptions(self, connection: Connection, topics: Sequence[str]) -> None:
+        """Give each newly subscribed topic's latest value at once, querying only if needed.
+
+        A refresh in flight will publish to every subscriber. A value from the last interval
+        is as fresh as a tick's, so it is sent as is: resubscribing cannot force queries.
+        Only a topic nobody follows, with no recent value, is queried at once; a followed
+        topic's next tick comes within an interval anyway.
+        """
+        now = trio.current_time()
         for topic in topics:
             subscribers = self._subscribers[topic]
             first = not subscribers
             subscribers.add(connection)
             connection.subscriptions.add(topic)
-            if first or topic in self._refresh_pending:
+            if topic in self._refresh_pending:
+                continue
+            latest = self._latest.get(topic)
+            if latest is not None and (not first or now - latest[1] < self._fresh_for_s):
+                connection.offer(latest[0])
+            elif first:
                 self._request_refresh(topic)
-            elif (latest := self._latest.get(topic)) is not None:
-                connection.offer(latest)
 
     def _request_refresh(self, topic: str) -> None:
         if topic in self._refresh_pending:
@@ -247,7 +259,7 @@ class Hub:
         A ``metrics_update`` frame also becomes the topic's latest value.
         """
         if frame.is_update:
-            self._latest[topic] = frame
+            self._latest[topic] = (frame, trio.current_time())
         delivered = 0
         for connection in self._subscribers.get(topic, ()):
             if connection.offer(frame):

@@ -192,3 +192,29 @@ async def test_subscriber_gets_latest_value_at_once(
         expected_new_queries = 0 if topics_followed_already else 1
         assert len(source.calls) - calls_before == expected_new_queries
         nursery.cancel_scope.cancel()
+
+
+async def test_resubscribing_cannot_force_extra_queries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"])
+    client = open_connection(hub)
+    broadcaster = make_broadcaster(hub, source, "overview")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broadcaster.run)
+        await trio.sleep(INTERVAL_S * 0.25)
+        hub.subscribe(client, ("overview",))  # first subscriber: queried at once
+        await trio.sleep(0.001)
+        messages = sent_messages(client)
+        for _ in range(50):  # a client toggling as fast as it likes
+            hub.unsubscribe(client, ("overview",))
+            hub.subscribe(client, ("overview",))
+            await trio.sleep(0.001)
+            messages += sent_messages(client)
+        updates = [m for m in messages if m["type"] == "metrics_update"]
+        # One query; every resubscription within the interval was served from the cache.
+        assert len(source.calls) == 1
+        assert len(updates) == 51
+        assert {m["seq"] for m in updates} == {1}
+        nursery.cancel_scope.cancel()
