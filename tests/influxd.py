@@ -45,11 +45,21 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nobody listens on right now.
+
+    The sockets stay bound until all are chosen, so the kernel cannot hand out one twice.
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -106,12 +116,36 @@ def influxd_binary() -> str:
 
 
 def start_influxd(root: Path, *, http_port: int | None = None, timeout_s: float = 30) -> Influxd:
-    """Start influxd with its files under ``root`` and wait until ``/ping`` answers."""
+    """Start influxd with its files under ``root`` and wait until ``/ping`` answers.
+
+    A free port can be taken by another process before influxd binds it; then it is tried
+    again with new ports, a few times.
+    """
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            return _start_influxd_once(root, http_port=http_port, timeout_s=timeout_s)
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    """influxd could not bind a port chosen as free."""
+
+
+PORT_ATTEMPTS = 3
+
+
+def _start_influxd_once(root: Path, *, http_port: int | None, timeout_s: float) -> Influxd:
     root.mkdir(parents=True, exist_ok=True)
-    port = http_port or free_port()
+    rpc_port, chosen_http_port = free_ports(2)
+    port = http_port or chosen_http_port
+    if rpc_port == port:
+        rpc_port = chosen_http_port
     config = root / "influxdb.conf"
-    config.write_text(CONFIG_TEMPLATE.format(root=root, rpc_port=free_port(), http_port=port))
-    with (root / "influxd.log").open("ab") as log:  # the child keeps its own descriptor
+    config.write_text(CONFIG_TEMPLATE.format(root=root, rpc_port=rpc_port, http_port=port))
+    with (root / "influxd.log").open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(
             [influxd_binary(), "run", "-config", str(config)],
             stdout=log,
@@ -121,7 +155,9 @@ def start_influxd(root: Path, *, http_port: int | None = None, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"influxd exited with {process.returncode}; see {root}/influxd.log")
+            log_text = (root / "influxd.log").read_text(errors="replace")
+            error = PortTaken if "address already in use" in log_text else RuntimeError
+            raise error(f"influxd exited with {process.returncode}; see {root}/influxd.log")
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(f"{server.url}/ping", timeout=1).status_code == 204:
                 return server

@@ -21,7 +21,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from broadcaster.cli import build_parser, settings_from
-from tests.influxd import Influxd, free_port
+from tests.influxd import Influxd, free_ports
 from tests.wsclient import connect, eventually, next_message, raw_handshake
 
 CLIENTS = 100
@@ -104,7 +104,7 @@ class ServiceProcess:
     """``python -m broadcaster serve`` on free ports, its log in a file."""
 
     def __init__(self, influxd: Influxd, influx_db: str, log_path: Path, **flags: Any) -> None:
-        self.ws_port, self.http_port = free_port(), free_port()
+        self.ws_port, self.http_port = free_ports(2)
         self.log_path = log_path
         args = {
             "ws-port": self.ws_port,
