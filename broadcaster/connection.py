@@ -134,7 +134,7 @@ class Connection:
         self._set_close(code, reason, "server")
         self._scope.cancel()
 
-    def close_after_pending(self, final: Frame, code: CloseCode, reason: str) -> None:
+    def replace_pending_and_close(self, final: Frame, code: CloseCode, reason: str) -> None:
         """Drop queued frames, send ``final``, then close with ``code`` (used at shutdown)."""
         self.drain()
         try:

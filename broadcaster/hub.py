@@ -153,7 +153,7 @@ class Hub:
         """Tell every client the server is going away, then close each with 1001."""
         frame = Frame(protocol.server_shutdown(reason, reconnect_after_ms))
         for connection in list(self.connections.values()):
-            connection.close_after_pending(frame, CloseCode.GOING_AWAY, reason)
+            connection.replace_pending_and_close(frame, CloseCode.GOING_AWAY, reason)
 
     def terminate_all(self, code: CloseCode, reason: str) -> None:
         """Close every connection now, without waiting for its outbox."""
