@@ -64,7 +64,8 @@ class Settings(BaseModel):
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10000, description="connections over this are refused with 1013"
     )
-    outbox_messages: Annotated[int, Field(ge=1, le=100_000)] = Field(
+    # At least 2: shutdown queues server_shutdown and then the close request.
+    outbox_messages: Annotated[int, Field(ge=2, le=100_000)] = Field(
         64, description="messages queued per connection before it counts as too slow (4008)"
     )
     client_messages_per_s: Annotated[float, Field(gt=0, le=100_000)] = Field(

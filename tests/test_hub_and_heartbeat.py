@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.testing
 
@@ -78,8 +79,9 @@ async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
     assert connection.error_count == 1
 
 
-async def test_shutdown_drops_backlog_and_queues_message_then_close() -> None:
-    hub = make_hub(["overview"], defaults=["overview"], outbox=3)
+@pytest.mark.parametrize("outbox", [2, 3])
+async def test_shutdown_drops_backlog_and_queues_message_then_close(outbox: int) -> None:
+    hub = make_hub(["overview"], defaults=["overview"], outbox=outbox)
     connection = open_connection(hub)
     hub.publish("overview", Frame('{"type":"metrics_update"}', is_update=True))
     hub.shutdown_all("server shutting down", 2000)

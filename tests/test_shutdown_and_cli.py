@@ -47,6 +47,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         (["--broadcast-interval-ms", "0"], ["--broadcast-interval-ms", "'0'"]),
         (["--influx-url", "not a url"], ["--influx-url", "'not a url'"]),
         (["--log-format", "xml"], ["--log-format", "'xml'"]),
+        (["--outbox-messages", "1"], ["--outbox-messages", "'1'"]),
         (["--heartbeat-interval-ms", "60000"], ["--connection-timeout-ms"]),
         (["--topics-file", "/no/such/file.toml"], ["--topics-file", "/no/such/file.toml"]),
         (["--no-such-flag", "1"], ["--no-such-flag"]),
