@@ -1,7 +1,9 @@
-"""Command line: ``broadcaster serve [flags]``.
+"""Command line: ``broadcaster serve [flags]`` and ``broadcaster watch [flags] [URL]``.
 
-Each setting is a flag, or else the environment variable ``BROADCASTER_<NAME>``, or else its
-default. A bad value exits with code 2 and one line naming the setting and the value.
+For ``serve``, each setting is a flag, or else the environment variable
+``BROADCASTER_<NAME>``, or else its default. A bad value exits with code 2 and one line
+naming the setting and the value. ``watch`` is the terminal tail of
+:mod:`broadcaster.client.watch`; it reads no environment variables.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, NoReturn
 import trio
 
 from broadcaster import __version__
+from broadcaster.client.watch import add_watch_command, run_watch
 from broadcaster.config import Settings, build_settings, env_name, flag_name
 from broadcaster.errors import ConfigError
 from broadcaster.logs import configure_logging
@@ -42,7 +45,7 @@ def _settings_help(field: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser, with one ``serve`` flag per settings field."""
+    """The parser, with one ``serve`` flag per settings field, and ``watch``."""
     parser = _OneLineParser(
         prog="broadcaster",
         description="Push live InfluxDB metrics to dashboards over WebSocket.",
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service")
     for field in Settings.model_fields:
         serve.add_argument(flag_name(field), dest=field, default=None, help=_settings_help(field))
+    add_watch_command(commands)
     return parser
 
 
@@ -74,6 +78,8 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Setti
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``broadcaster`` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "watch":
+        sys.exit(run_watch(args))
     try:
         settings = settings_from(args, os.environ)
         # The topics file and default topics, checked before anything starts (exit code 2).

@@ -1,0 +1,224 @@
+"""The public client: :func:`open_client` and the :class:`BroadcasterClient` it yields.
+
+::
+
+    async with open_client("ws://127.0.0.1:8765/ws", topics=["overview"]) as client:
+        async for update in client:
+            print(update.topic, update.seq, update.data)
+
+The connection loop itself is in :mod:`broadcaster.client.loop`.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import NoReturn
+
+import trio
+
+from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
+from broadcaster.client.link import Connector, parse_url, tcp_connector
+from broadcaster.client.loop import ConnectionLoop, LoopOptions
+from broadcaster.client.mailbox import LatestPerTopic
+from broadcaster.client.messages import JSON, MetricsUpdate, topic_requests
+from broadcaster.client.status import ClientStatus, ConnectionState, StatusBoard, StatusChanges
+
+MAX_TOPIC_NAME_CHARS = 128
+DEFAULT_RECONNECT = ReconnectPolicy()
+DEFAULT_HEARTBEAT = HeartbeatPolicy()
+
+
+def _check_topics(topics: Iterable[str]) -> list[str]:
+    if isinstance(topics, str):
+        raise TypeError("topics must be a collection of names, not one string")
+    names = list(dict.fromkeys(topics))
+    for name in names:
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_TOPIC_NAME_CHARS:
+            raise ValueError(f"a topic is a string of 1 to 128 characters, not {name!r}")
+    return names
+
+
+class BroadcasterClient:
+    """A broadcaster connection that keeps itself alive. Made by :func:`open_client`.
+
+    ``async for update in client`` yields the :class:`MetricsUpdate` of the subscribed
+    topics. When the caller is slower than the updates, only the latest update of each
+    topic waits (see :mod:`broadcaster.client.mailbox`); ``dropped_updates`` counts the
+    others. The iteration ends when the client is closed.
+    """
+
+    def __init__(
+        self,
+        options: LoopOptions,
+        topics: Iterable[str],
+        *,
+        rng: random.Random,
+        on_status: Callable[[ClientStatus], None] | None,
+        max_pending_topics: int,
+    ) -> None:
+        self.url = options.url
+        self._topics = dict.fromkeys(_check_topics(topics))
+        self._mailbox = LatestPerTopic(max_pending_topics)
+        self._board = StatusBoard(
+            ClientStatus(ConnectionState.CONNECTING, options.reconnect.max_attempts), on_status
+        )
+        self._loop = ConnectionLoop(options, self._topics, self._mailbox, self._board, rng)
+
+    @property
+    def status(self) -> ClientStatus:
+        """The current status snapshot."""
+        return self._board.current
+
+    def status_changes(self) -> StatusChanges:
+        """``async for status in client.status_changes()``: the current status, then the
+        newest after each change. Latest wins: a slow watcher skips snapshots and never
+        holds the client back. ``on_status`` (of :func:`open_client`) sees every change."""
+        return StatusChanges(self._board)
+
+    async def wait_status(self, predicate: Callable[[ClientStatus], bool]) -> ClientStatus:
+        """The first snapshot, the current one included, for which ``predicate`` holds
+        (latest wins, so a state that lasts no time at all may be missed).
+
+        Raises:
+            trio.ClosedResourceError: the client was closed first.
+        """
+        async for status in self.status_changes():
+            if predicate(status):
+                return status
+        raise trio.ClosedResourceError("client closed")
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics the client keeps subscribed to, across reconnections."""
+        return tuple(self._topics)
+
+    @property
+    def dropped_updates(self) -> int:
+        """Updates replaced by a newer one of their topic before the caller took them."""
+        return self._mailbox.dropped
+
+    async def subscribe(self, topics: Iterable[str]) -> None:
+        """Add ``topics`` to the remembered set, and subscribe at once if connected.
+
+        Raises:
+            ValueError: a name is not a string of 1 to 128 characters.
+        """
+        names = _check_topics(topics)
+        self._topics.update(dict.fromkeys(names))
+        await self._loop.send_now(topic_requests("subscribe", names))
+
+    async def unsubscribe(self, topics: Iterable[str]) -> None:
+        """Remove ``topics`` from the remembered set, and unsubscribe at once if connected.
+        Their pending updates are dropped and later ones ignored.
+
+        Raises:
+            ValueError: a name is not a string of 1 to 128 characters.
+        """
+        names = _check_topics(topics)
+        for name in names:
+            self._topics.pop(name, None)
+        self._mailbox.discard(names)
+        await self._loop.send_now(topic_requests("unsubscribe", names))
+
+    def __aiter__(self) -> BroadcasterClient:
+        return self
+
+    async def __anext__(self) -> MetricsUpdate:
+        try:
+            return await self._mailbox.get()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def _run(self) -> None:
+        await self._loop.run()
+
+    def _close(self) -> None:
+        self._mailbox.close()
+        self._board.close()
+
+
+@asynccontextmanager
+async def open_client(
+    url: str,
+    topics: Iterable[str] = (),
+    *,
+    reconnect: ReconnectPolicy = DEFAULT_RECONNECT,
+    heartbeat: HeartbeatPolicy = DEFAULT_HEARTBEAT,
+    rng: random.Random | None = None,
+    connect: Connector | None = None,
+    on_status: Callable[[ClientStatus], None] | None = None,
+    on_error: Callable[[JSON], None] | None = None,
+    connect_timeout_s: float = 10.0,
+    close_timeout_s: float = 2.0,
+    max_message_bytes: int = 16 * 1024 * 1024,
+    max_pending_topics: int = 1024,
+) -> AsyncIterator[BroadcasterClient]:
+    """A client of the broadcaster at ``url``, subscribed to ``topics``.
+
+    The client's tasks run in a nursery owned by this context manager. It returns at once,
+    in state ``connecting``, and keeps (re)connecting until the block exits; then the
+    connection is closed with 1000 (waiting at most ``close_timeout_s``).
+
+    Args:
+        url: the service's WebSocket URL, ``ws://host:port/ws`` (or ``wss://``).
+        topics: the topics to subscribe to after every ``welcome``; the server's default
+            topics that are not among them are unsubscribed.
+        reconnect: backoff, jitter, server-down threshold and half-open probe interval.
+        heartbeat: ping interval and pong timeout.
+        rng: the jitter's source; a seeded ``random.Random`` makes the waits reproducible.
+            Default: a new ``random.Random()`` per client, seeded from the OS.
+        connect: opens the transport of one attempt (default: TCP, with TLS for wss://).
+        on_status: called synchronously with every new status; must not block.
+        on_error: called synchronously with every ``error`` message; must not block.
+        connect_timeout_s: deadline of connecting, the handshake and the ``welcome``.
+        close_timeout_s: deadline of the close handshake.
+        max_message_bytes: largest server message accepted (topics can exceed 1 MiB).
+        max_pending_topics: most topics with an update waiting for the caller.
+
+    Raises:
+        ValueError: a bad URL or topic name.
+    """
+    target = parse_url(url)
+    options = LoopOptions(
+        url=url,
+        target=target,
+        connect=connect if connect is not None else tcp_connector(target),
+        reconnect=reconnect,
+        heartbeat=heartbeat,
+        connect_timeout_s=connect_timeout_s,
+        close_timeout_s=close_timeout_s,
+        max_message_bytes=max_message_bytes,
+        on_error=on_error,
+    )
+    client = BroadcasterClient(
+        options,
+        topics,
+        rng=rng if rng is not None else random.Random(),
+        on_status=on_status,
+        max_pending_topics=max_pending_topics,
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._run)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The caller's own exception from the block comes out as itself, not in a group.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            _reraise(group.exceptions[0])
+        raise
+    finally:
+        client._close()
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context

@@ -1,0 +1,174 @@
+"""One WebSocket connection of the client: its transport, handshake, clean close, and the
+errors that end it (:data:`LINK_ERRORS`).
+
+The transport comes from a :data:`Connector`, an async callable returning a connected
+``trio.abc.Stream`` (TCP by default; tests pass an in-memory stream). The WebSocket layer is
+trio-websocket's ``wrap_client_stream``, whose reader task runs in a nursery owned here.
+
+Why not ``open_websocket_url``: when the server closes first, trio-websocket 0.12's client
+``aclose`` returns early without closing the TCP stream (the socket is left to the garbage
+collector) or its message queue (its reader task can stay blocked on it). The service
+closes first on every refusal, slow-consumer cut-off and shutdown. Owning the stream and the
+reader's nursery fixes both: on exit the stream is always closed and the reader task is
+always cancelled, whoever closed first.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    HandshakeError,
+    WebSocketConnection,
+    wrap_client_stream,
+)
+
+Connector = Callable[[], Awaitable[trio.abc.Stream]]
+"""Opens the transport of one connection attempt; raises ``OSError`` when it cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a ``ws://`` or ``wss://`` URL points."""
+
+    host: str
+    port: int
+    resource: str
+    secure: bool
+
+    @property
+    def host_header(self) -> str:
+        default_port = 443 if self.secure else 80
+        return self.host if self.port == default_port else f"{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> Target:
+    """Split a WebSocket URL.
+
+    Raises:
+        ValueError: not a ``ws://`` or ``wss://`` URL with a host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.hostname, port, resource, secure)
+
+
+def tcp_connector(target: Target) -> Connector:
+    """The default connector: TCP to the target, with TLS for ``wss://``."""
+
+    async def connect() -> trio.abc.Stream:
+        if target.secure:
+            return await trio.open_ssl_over_tcp_stream(
+                target.host,
+                target.port,
+                ssl_context=ssl.create_default_context(),
+                https_compatible=True,
+            )
+        return await trio.open_tcp_stream(target.host, target.port)
+
+    return connect
+
+
+@dataclass
+class Link:
+    """An open WebSocket connection. ``graceful`` False skips the close handshake on exit
+    (a peer that stopped answering would only make the close wait its timeout)."""
+
+    ws: WebSocketConnection
+    graceful: bool = True
+
+
+@asynccontextmanager
+async def open_link(
+    connect: Connector,
+    target: Target,
+    *,
+    deadline: float,
+    close_timeout_s: float,
+    max_message_bytes: int,
+) -> AsyncIterator[Link]:
+    """Connect and complete the WebSocket handshake before ``deadline`` (trio time).
+
+    On exit the close handshake is tried for at most ``close_timeout_s`` (shielded, so it
+    also runs when cancelled), then the stream is closed and the reader task cancelled.
+
+    Raises:
+        OSError: the connector failed.
+        trio.TooSlowError: the deadline passed.
+        trio_websocket.HandshakeError: the server rejected the handshake.
+        trio_websocket.ConnectionClosed: the connection closed (from the body).
+    Errors come wrapped in an exception group, as from any nursery.
+    """
+    async with trio.open_nursery() as reader_nursery:
+        with trio.fail_at(deadline):
+            stream = await connect()
+        link: Link | None = None
+        try:
+            with trio.fail_at(deadline):
+                # trio-websocket types the stream as a socket or TLS stream; any
+                # trio.abc.Stream works (it only sends, receives and closes it).
+                ws = await wrap_client_stream(
+                    reader_nursery,
+                    cast(Any, stream),
+                    target.host_header,
+                    target.resource,
+                    max_message_size=max_message_bytes,
+                )
+            link = Link(ws)
+            yield link
+        finally:
+            with trio.move_on_after(close_timeout_s, shield=True):
+                try:
+                    if link is not None and link.graceful:
+                        await link.ws.aclose()
+                finally:
+                    # Also when the server closed first: aclose then left the stream open.
+                    await stream.aclose()
+            reader_nursery.cancel_scope.cancel()
+
+
+class LinkDead(Exception):
+    """The server stopped answering the client's pings."""
+
+
+# What ends one connection (or attempt) and leads to a reconnection. Anything else is a bug
+# and propagates out of open_client.
+LINK_ERRORS = (
+    OSError,
+    HandshakeError,
+    ConnectionClosed,
+    trio.BrokenResourceError,
+    trio.TooSlowError,
+    LinkDead,
+)
+
+
+def describe_end(group: BaseExceptionGroup[Exception]) -> str:
+    """Why a connection ended, in a few words, from what ended it."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    if isinstance(exc, ConnectionClosed):
+        if exc.reason is None:
+            return "connection closed"
+        text = f": {exc.reason.reason}" if exc.reason.reason else ""
+        return f"closed with {exc.reason.code} ({exc.reason.name}{text})"
+    if isinstance(exc, ConnectionRejected):
+        return f"handshake rejected with HTTP {exc.status_code}"
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out before the welcome"
+    if isinstance(exc, OSError):
+        return f"cannot connect: {exc}"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,289 @@
+"""The connection loop: one task that connects, serves the connection, and reconnects.
+
+Life of the loop (see :class:`~broadcaster.client.status.ConnectionState`)::
+
+    connecting               --fails------------------> reconnecting (attempt 1/N)
+    connected                --lost-------------------> reconnecting (attempt 1/N)
+    connected                --server_shutdown--------> reconnecting (planned)
+    reconnecting (planned)   --fails------------------> reconnecting (attempt 1/N)
+    reconnecting (k/N)       --fails, k < N-----------> reconnecting (attempt k+1/N)
+    reconnecting (N/N)       --fails------------------> server_down
+    server_down              --probe fails------------> server_down (one more probe later)
+    any attempt or probe     --welcome----------------> connected
+
+Counting: attempt k is the k-th reconnection attempt in a row without a ``welcome``; it
+first waits ``min(cap, base * 2**(k-1))`` plus jitter. The first connection (made at once)
+and the reconnection planned by a ``server_shutdown`` (which waits its ``reconnectAfterMs``
+plus jitter) are not counted. A ``welcome`` resets the count. After N failed attempts the
+server is declared down, and one probe is made every probe interval (plus jitter) until one
+gets a ``welcome``.
+
+While connected, two tasks share the link: the receive loop (updates into the mailbox,
+pongs to the heartbeat) and the heartbeat (a ``ping`` every interval; no ``pong`` in time
+means the link is dead). The first to fail ends the link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+from trio_websocket import ConnectionClosed
+
+from broadcaster.client import backoff
+from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
+from broadcaster.client.link import (
+    LINK_ERRORS,
+    Connector,
+    Link,
+    LinkDead,
+    Target,
+    describe_end,
+    open_link,
+)
+from broadcaster.client.mailbox import LatestPerTopic
+from broadcaster.client.messages import (
+    JSON,
+    as_update,
+    decode,
+    encode,
+    reconnect_after_s,
+    topic_requests,
+)
+from broadcaster.client.status import ConnectionState, StatusBoard
+
+log = structlog.get_logger("broadcaster.client")
+
+
+class _Next(enum.Enum):
+    """The kind of the next attempt; only failed ``COUNTED`` attempts count."""
+
+    FIRST = enum.auto()
+    COUNTED = enum.auto()
+    PLANNED = enum.auto()
+    PROBE = enum.auto()
+
+
+@dataclass
+class _Ping:
+    id: int
+    answered: trio.Event = field(default_factory=trio.Event)
+    answered_at: float = 0.0
+
+
+@dataclass
+class _Attempt:
+    """What one connection attempt came to."""
+
+    welcomed: bool = False
+    reconnect_after_s: float | None = None
+    ended_by: str | None = None
+    ping: _Ping | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LoopOptions:
+    """Everything the loop needs that does not change while it runs."""
+
+    url: str
+    target: Target
+    connect: Connector
+    reconnect: ReconnectPolicy
+    heartbeat: HeartbeatPolicy
+    connect_timeout_s: float
+    close_timeout_s: float
+    max_message_bytes: int
+    on_error: Callable[[JSON], None] | None
+
+
+class ConnectionLoop:
+    """Runs the connections of one client. ``topics`` is the client's remembered set (read
+    at each welcome), ``mailbox`` and ``board`` are where updates and status go."""
+
+    def __init__(
+        self,
+        options: LoopOptions,
+        topics: dict[str, None],
+        mailbox: LatestPerTopic,
+        board: StatusBoard,
+        rng: random.Random,
+    ) -> None:
+        self._options = options
+        self._topics = topics
+        self._mailbox = mailbox
+        self._board = board
+        self._rng = rng
+        self._live: Link | None = None
+        self._ping_ids = itertools.count(1)
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect, until cancelled."""
+        policy, failures, probes, kind = self._options.reconnect, 0, 0, _Next.FIRST
+        while True:
+            attempt = await self._connect_once()
+            if attempt.welcomed:
+                failures = 0
+            elif kind is _Next.COUNTED:
+                failures += 1
+            lost = {"connection_id": None, "rtt_ms": None, "last_error": attempt.ended_by}
+            if attempt.reconnect_after_s is not None:
+                kind = _Next.PLANNED
+                wait_s = backoff.planned_wait_s(policy, attempt.reconnect_after_s, self._rng)
+                state, counted = ConnectionState.RECONNECTING, 0
+            elif failures >= policy.max_attempts:
+                if kind is _Next.PROBE:
+                    probes += 1
+                else:
+                    probes = 0
+                    log.warning("server down", url=self._options.url, failed_attempts=failures)
+                kind, wait_s = _Next.PROBE, backoff.probe_wait_s(policy, self._rng)
+                state, counted = ConnectionState.SERVER_DOWN, 0
+            else:
+                kind, counted = _Next.COUNTED, failures + 1
+                wait_s = backoff.reconnect_wait_s(policy, counted, self._rng)
+                state = ConnectionState.RECONNECTING
+            status = self._board.update(
+                state=state,
+                attempt=counted,
+                planned=kind is _Next.PLANNED,
+                probing=False,
+                probes=probes if kind is _Next.PROBE else 0,
+                retry_in_s=wait_s,
+                **lost,
+            )
+            log.info(
+                "waiting to reconnect", url=self._options.url, status=str(status), wait_s=wait_s
+            )
+            await trio.sleep(wait_s)
+            if kind is _Next.PROBE:
+                self._board.update(probing=True)
+
+    async def send_now(self, frames: Iterable[str]) -> None:
+        """Send on the current connection, if there is one. A frame lost to a closing
+        connection is not lost for good: the topics are sent again after the next welcome."""
+        await trio.lowlevel.checkpoint()
+        link = self._live
+        if link is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            for frame in frames:
+                await link.ws.send_message(frame)
+
+    async def _connect_once(self) -> _Attempt:
+        """One connection attempt and, if it gets its welcome, the whole connection."""
+        attempt = _Attempt()
+        try:
+            await self._attempt(attempt)
+        except* LINK_ERRORS as group:
+            attempt.ended_by = describe_end(group)
+        log.info("connection ended", url=self._options.url, reason=attempt.ended_by)
+        return attempt
+
+    async def _attempt(self, attempt: _Attempt) -> None:
+        options = self._options
+        deadline = trio.current_time() + options.connect_timeout_s
+        async with open_link(
+            options.connect,
+            options.target,
+            deadline=deadline,
+            close_timeout_s=options.close_timeout_s,
+            max_message_bytes=options.max_message_bytes,
+        ) as link:
+            with trio.fail_at(deadline):
+                welcome = await self._wait_welcome(link)
+            attempt.welcomed = True
+            self._live = link
+            try:
+                await self._serve(link, welcome, attempt)
+            finally:
+                self._live = None
+
+    async def _wait_welcome(self, link: Link) -> JSON:
+        while True:
+            message = decode(await link.ws.get_message())
+            if message is not None and message["type"] == "welcome":
+                return message
+
+    async def _serve(self, link: Link, welcome: JSON, attempt: _Attempt) -> None:
+        connection_id = welcome.get("connectionId")
+        self._board.update(
+            state=ConnectionState.CONNECTED,
+            attempt=0,
+            planned=False,
+            probing=False,
+            probes=0,
+            retry_in_s=None,
+            connection_id=connection_id if isinstance(connection_id, str) else None,
+            rtt_ms=None,
+        )
+        log.info("connected", url=self._options.url, connection_id=connection_id)
+        # Subscriptions belong to the connection: drop the server's default topics we did
+        # not ask for, and subscribe to ours again.
+        subscribed = welcome.get("subscribed")
+        if not isinstance(subscribed, list):
+            subscribed = []
+        extra = [t for t in subscribed if isinstance(t, str) and t not in self._topics]
+        for frame in [
+            *topic_requests("unsubscribe", extra),
+            *topic_requests("subscribe", self._topics),
+        ]:
+            await link.ws.send_message(frame)
+        async with trio.open_nursery() as tasks:
+            tasks.start_soon(self._heartbeat, link, attempt)
+            await self._receive(link, attempt)
+
+    async def _receive(self, link: Link, attempt: _Attempt) -> None:
+        while True:
+            message = decode(await link.ws.get_message())
+            if message is None:
+                log.warning("ignored a frame that is not a JSON object with a type")
+                continue
+            self._dispatch(message, attempt)
+
+    def _dispatch(self, message: JSON, attempt: _Attempt) -> None:
+        kind = message["type"]
+        if kind == "metrics_update":
+            update = as_update(message)
+            if update is None:
+                log.warning("ignored a malformed metrics_update", topic=message.get("topic"))
+            elif update.topic in self._topics:
+                self._mailbox.put(update)
+        elif kind == "pong":
+            ping = attempt.ping
+            if ping is not None and message.get("id") == ping.id:
+                ping.answered_at = trio.current_time()
+                ping.answered.set()
+        elif kind == "error":
+            log.warning(
+                "server error",
+                code=message.get("code"),
+                message=message.get("message"),
+                topic=message.get("topic"),
+            )
+            if self._options.on_error is not None:
+                self._options.on_error(message)
+        elif kind == "server_shutdown":
+            attempt.reconnect_after_s = reconnect_after_s(message)
+            log.info("server shutting down", reconnect_after_s=attempt.reconnect_after_s)
+        # Anything else (subscription_confirmed, types added later) needs nothing.
+
+    async def _heartbeat(self, link: Link, attempt: _Attempt) -> None:
+        policy = self._options.heartbeat
+        while True:
+            ping = attempt.ping = _Ping(next(self._ping_ids))
+            sent_at = trio.current_time()
+            # The timeout covers the send too: a peer that stopped reading blocks it.
+            with trio.move_on_after(policy.pong_timeout_s):
+                await link.ws.send_message(encode({"type": "ping", "id": ping.id}))
+                await ping.answered.wait()
+            if not ping.answered.is_set():
+                link.graceful = False  # a peer that stopped answering will not close cleanly
+                raise LinkDead(f"no pong within {policy.pong_timeout_s:g} s")
+            self._board.update(rtt_ms=round((ping.answered_at - sent_at) * 1000, 3))
+            await trio.sleep_until(sent_at + policy.interval_s)

@@ -1,0 +1,244 @@
+"""``broadcaster watch [--topics a,b] [URL]``: a terminal tail of a broadcaster.
+
+One line per update (the value's time, topic, seq, fresh/STALE, a compact summary of the
+data), one per status change (state, attempt k/N, retry delay, RTT, quality) and one per
+``error`` message, on stdout, flushed at once. SIGINT (Ctrl-C) or SIGTERM closes the
+connection cleanly and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TextIO
+
+import trio
+
+from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
+from broadcaster.client.client import BroadcasterClient, open_client
+from broadcaster.client.link import parse_url
+from broadcaster.client.messages import JSON, MetricsUpdate
+from broadcaster.client.status import ClientStatus, ConnectionState
+from broadcaster.logs import LEVELS, configure_logging
+
+DEFAULT_URL = "ws://127.0.0.1:8765/ws"
+DEFAULT_TOPICS = ("overview", "regressions")
+SUMMARY_CHARS = 120
+EXIT_USAGE = 2
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"{{{len(value)}}}"
+    if isinstance(value, list):
+        return f"[{len(value)}]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def summarize(data: Any, width: int = SUMMARY_CHARS) -> str:
+    """``key=value`` for the top-level fields; lists as ``[n]``, objects as ``{n}``."""
+    if isinstance(data, dict):
+        text = " ".join(f"{key}={_brief(value)}" for key, value in data.items())
+    else:
+        text = _brief(data)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def format_update(update: MetricsUpdate) -> str:
+    """``2026-11-22T00:54:14.344Z  overview  #3  fresh  popCount=24 up=24 ...``"""
+    flag = "STALE" if update.stale else "fresh"
+    return f"{update.timestamp}  {update.topic}  #{update.seq}  {flag}  {summarize(update.data)}"
+
+
+def format_status(status: ClientStatus, now: str) -> str:
+    """``<now>  status  reconnecting (attempt 2/5)  retry in 10.8 s  rtt=-  quality=-``"""
+    parts = [now, "status", status.describe()]
+    if status.connection_id is not None:
+        parts.append(f"id={status.connection_id}")
+    if status.retry_in_s is not None and not status.probing:
+        what = "probe" if status.state is ConnectionState.SERVER_DOWN else "retry"
+        parts.append(f"{what} in {status.retry_in_s:.1f} s")
+    rtt = "-" if status.rtt_ms is None else f"{status.rtt_ms:.1f} ms"
+    quality = "-" if status.quality is None else status.quality.value
+    parts.append(f"rtt={rtt}  quality={quality}")
+    if status.state is not ConnectionState.CONNECTED and status.last_error:
+        parts.append(f"last: {status.last_error}")
+    return "  ".join(parts)
+
+
+def format_error(message: JSON, now: str) -> str:
+    """``<now>  error  influxdb_unavailable  topic=cpu  InfluxDB query ... failed``"""
+    topic = message.get("topic")
+    where = f"  topic={topic}" if topic is not None else ""
+    return f"{now}  error  {message.get('code')}{where}  {message.get('message')}"
+
+
+def _emit(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
+
+
+async def _print_updates(client: BroadcasterClient, out: TextIO) -> None:
+    async for update in client:
+        _emit(out, format_update(update))
+
+
+async def _print_statuses(client: BroadcasterClient, out: TextIO) -> None:
+    async for status in client.status_changes():
+        _emit(out, format_status(status, _now()))
+
+
+async def watch(
+    url: str,
+    topics: tuple[str, ...],
+    *,
+    reconnect: ReconnectPolicy,
+    heartbeat: HeartbeatPolicy,
+    connect_timeout_s: float,
+    out: TextIO,
+) -> None:
+    """Print updates, status changes and errors until SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with (
+            open_client(
+                url,
+                topics,
+                reconnect=reconnect,
+                heartbeat=heartbeat,
+                connect_timeout_s=connect_timeout_s,
+                on_error=lambda message: _emit(out, format_error(message, _now())),
+            ) as client,
+            trio.open_nursery() as tasks,
+        ):
+            tasks.start_soon(_print_updates, client, out)
+            tasks.start_soon(_print_statuses, client, out)
+            async for _ in signals:
+                break
+            tasks.cancel_scope.cancel()
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _topics(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    if not names:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: no topic names")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be at least 1")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: not a number") from None
+    if not 0 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: must be from 0 to 10")
+    return value
+
+
+def add_watch_command(commands: Any) -> None:
+    """Add the ``watch`` subcommand to the ``broadcaster`` parser's subparsers."""
+    defaults, beat = ReconnectPolicy(), HeartbeatPolicy()
+    watch_parser = commands.add_parser(
+        "watch",
+        help="print live updates and connection status (a terminal tail)",
+        description="Print live updates and connection status until Ctrl-C.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = watch_parser.add_argument
+    add("url", nargs="?", default=DEFAULT_URL, help="the service's WebSocket URL")
+    add("--topics", type=_topics, default=",".join(DEFAULT_TOPICS), help="comma-separated")
+    number = partial(add, type=_positive_int)
+    number("--base-delay-ms", default=_ms(defaults.base_delay_s), help="wait before attempt 1")
+    number("--max-delay-ms", default=_ms(defaults.max_delay_s), help="cap of the backoff")
+    add(
+        "--jitter-ratio",
+        type=_ratio,
+        default=defaults.jitter_ratio,
+        help="each wait adds uniform(0, ratio * wait)",
+    )
+    number(
+        "--max-attempts",
+        default=defaults.max_attempts,
+        help="failed attempts in a row after which the server is down",
+    )
+    number(
+        "--probe-interval-ms",
+        default=_ms(defaults.probe_interval_s),
+        help="time between two probes while the server is down",
+    )
+    number("--ping-interval-ms", default=_ms(beat.interval_s), help="time between two pings")
+    number(
+        "--pong-timeout-ms",
+        default=_ms(beat.pong_timeout_s),
+        help="no pong after this long: the link is dead",
+    )
+    number("--connect-timeout-ms", default=10_000, help="deadline of connect and welcome")
+    add("--log-level", choices=list(LEVELS), default="error", help="client logs, on stderr")
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    """Run ``broadcaster watch`` from parsed arguments; returns the exit code."""
+    if args.max_delay_ms < args.base_delay_ms:
+        sys.stderr.write(
+            f"broadcaster: error: --max-delay-ms: invalid value '{args.max_delay_ms}': "
+            f"must be at least --base-delay-ms ({args.base_delay_ms})\n"
+        )
+        return EXIT_USAGE
+    try:
+        reconnect = ReconnectPolicy(
+            base_delay_s=args.base_delay_ms / 1000,
+            max_delay_s=args.max_delay_ms / 1000,
+            jitter_ratio=args.jitter_ratio,
+            max_attempts=args.max_attempts,
+            probe_interval_s=args.probe_interval_ms / 1000,
+        )
+        heartbeat = HeartbeatPolicy(args.ping_interval_ms / 1000, args.pong_timeout_ms / 1000)
+        parse_url(args.url)
+    except ValueError as exc:
+        sys.stderr.write(f"broadcaster: error: {exc}\n")
+        return EXIT_USAGE
+    configure_logging("console", args.log_level)
+    # Ctrl-C before the signal handler is installed: still a clean exit.
+    with contextlib.suppress(KeyboardInterrupt):
+        trio.run(
+            partial(
+                watch,
+                args.url,
+                args.topics,
+                reconnect=reconnect,
+                heartbeat=heartbeat,
+                connect_timeout_s=args.connect_timeout_ms / 1000,
+                out=sys.stdout,
+            )
+        )
+    return 0
