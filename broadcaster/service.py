@@ -148,7 +148,6 @@ async def serve(
             interval_s=interval_s,
             query_timeout_s=settings.query_timeout_ms / 1000,
         )
-        app = create_app(hub, health, build_registry(hub, health, broadcaster))
         http_stop = trio.Event()
         servers, background = _TaskSet(), _TaskSet()
         async with trio.open_nursery() as nursery:
@@ -163,6 +162,9 @@ async def serve(
                     settings.ws_port,
                     max_message_bytes=settings.max_message_bytes,
                 ),
+            )
+            app = create_app(
+                hub, health, build_registry(hub, health, broadcaster), websocket_url=websocket.url
             )
             binds: list[str] = await nursery.start(
                 servers.run,

@@ -1,0 +1,492 @@
+// broadcaster-client.js: a dependency-free browser client for the broadcaster WebSocket
+// protocol (docs/protocol.md). An ES module; no build step. See docs/browser-client.md.
+//
+//   import { BroadcasterClient } from "./broadcaster-client.js";
+//   const client = new BroadcasterClient("ws://127.0.0.1:8765/ws", { topics: ["overview"] });
+//   client.addEventListener("update", (event) => render(event.detail));
+//   client.addEventListener("status", (event) => showStatus(event.detail));
+//   client.connect();
+//
+// Connection policy, in one place:
+// - The first connection is attempt 0 (state "connecting"). After a connection is lost or an
+//   attempt fails, reconnect attempt k (1-based, state "reconnecting") waits
+//   min(maxDelayMs, baseDelayMs * 2 ** (k - 1)) plus jitter random() * jitterRatio * delay.
+// - An attempt succeeds when its `welcome` arrives; that resets the count. After maxAttempts
+//   failed reconnect attempts in a row the state is "server_down" (an open circuit breaker):
+//   one probe every probeIntervalMs plus jitter (half-open) until one gets a welcome.
+// - After `server_shutdown`, the next attempt waits reconnectAfterMs plus jitter
+//   random() * jitterRatio * reconnectAfterMs instead of the backoff delay (status.planned);
+//   like the first connection and the probes, it is not counted: if it fails, the next is
+//   reconnect attempt 1.
+// - While connected, a `ping` every pingIntervalMs (the first right after the welcome); no
+//   `pong` within pongTimeoutMs closes the socket and reconnects. An attempt with no welcome
+//   within connectTimeoutMs fails.
+//
+// Everything with a side effect outside this object (WebSocket, timers, clock, randomness) is
+// an option, so the client runs under Node's test runner with fakes.
+
+/** The options and their defaults. */
+export const DEFAULT_OPTIONS = Object.freeze({
+  /** Exactly the topics to follow; null: the server's defaults, changed by subscribe(). */
+  topics: null,
+  baseDelayMs: 5000,
+  maxDelayMs: 30000,
+  jitterRatio: 0.5,
+  maxAttempts: 5,
+  probeIntervalMs: 60000,
+  connectTimeoutMs: 10000,
+  pingIntervalMs: 30000,
+  pongTimeoutMs: 10000,
+  /** RTT at or below which the quality is "excellent"; then "good" up to goodRttMs. */
+  excellentRttMs: 100,
+  goodRttMs: 300,
+  WebSocket: null, // default: globalThis.WebSocket
+  random: null, // default: Math.random
+  now: null, // default: performance.now(), else Date.now()
+  setTimeout: null, // default: globalThis.setTimeout
+  clearTimeout: null, // default: globalThis.clearTimeout
+});
+
+/** Connection states, as `status.state`. */
+export const State = Object.freeze({
+  IDLE: "idle",
+  CONNECTING: "connecting",
+  CONNECTED: "connected",
+  RECONNECTING: "reconnecting",
+  SERVER_DOWN: "server_down",
+  CLOSED: "closed",
+});
+
+/** The kinds of connection attempt; only failed COUNTED ones count towards maxAttempts. */
+const Next = Object.freeze({
+  FIRST: "first",
+  COUNTED: "counted",
+  PLANNED: "planned",
+  PROBE: "probe",
+});
+
+const OPEN = 1; // WebSocket.OPEN, without relying on the injected class defining it
+const CLIENT_CLOSE_CODE = 4000; // our own close of a silent or stuck socket (private range)
+
+/** The delay before reconnect attempt `attempt` (1-based), without jitter. */
+export function backoffDelayMs(attempt, baseDelayMs, maxDelayMs) {
+  return Math.min(maxDelayMs, baseDelayMs * 2 ** (attempt - 1));
+}
+
+/** "excellent", "good" or "poor" for a round-trip time; null before the first one. */
+export function rttQuality(rttMs, excellentRttMs = 100, goodRttMs = 300) {
+  if (rttMs === null || rttMs === undefined) return null;
+  if (rttMs <= excellentRttMs) return "excellent";
+  if (rttMs <= goodRttMs) return "good";
+  return "poor";
+}
+
+/** The label a page shows for a status: "Connected", "Reconnecting 2 of 5", ... */
+export function statusLabel(status) {
+  switch (status.state) {
+    case State.CONNECTED:
+      return "Connected";
+    case State.CONNECTING:
+      return "Connecting";
+    case State.RECONNECTING:
+      // The attempt planned by a server_shutdown (attempt 0) is, to a person, the first.
+      return `Reconnecting ${Math.max(1, status.attempt)} of ${status.maxAttempts}`;
+    case State.SERVER_DOWN:
+      return "Server down";
+    case State.CLOSED:
+      return "Closed";
+    default:
+      return "Not connected";
+  }
+}
+
+export class BroadcasterClient extends EventTarget {
+  /**
+   * @param {string} url the WebSocket URL, e.g. "ws://127.0.0.1:8765/ws"
+   * @param {object} options see DEFAULT_OPTIONS; unknown keys are an error
+   */
+  constructor(url, options = {}) {
+    super();
+    for (const key of Object.keys(options)) {
+      if (!(key in DEFAULT_OPTIONS)) throw new TypeError(`unknown option ${JSON.stringify(key)}`);
+    }
+    const merged = { ...DEFAULT_OPTIONS };
+    for (const [key, value] of Object.entries(options)) {
+      if (value !== undefined) merged[key] = value;
+    }
+    this.url = url;
+    this.options = Object.freeze(merged);
+    this._WebSocket = merged.WebSocket ?? globalThis.WebSocket;
+    if (typeof this._WebSocket !== "function") throw new TypeError("no WebSocket constructor");
+    this._random = merged.random ?? Math.random;
+    this._now = merged.now ?? defaultNow;
+    // Wrapped: a browser's setTimeout throws "Illegal invocation" when called detached.
+    this._setTimeout = merged.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
+    this._clearTimeout = merged.clearTimeout ?? ((id) => globalThis.clearTimeout(id));
+    // What to ask for after every welcome. With a `topics` option the client follows exactly
+    // `_wanted`; without one it follows the server's defaults plus `_wanted` minus `_removed`.
+    this._exact = merged.topics !== null;
+    this._wanted = new Set(merged.topics === null ? [] : topicList(merged.topics, true));
+    this._removed = new Set();
+    this._serverTopics = []; // what the server last said this connection is subscribed to
+
+    this._socket = null; // the current socket, or null between attempts
+    this._welcomed = false; // the current socket got its welcome
+    this._reconnectAfterMs = null; // from server_shutdown on the current socket
+    this._failures = 0; // failed reconnect attempts in a row
+    this._next = Next.FIRST; // the kind of the attempt in progress or waited for
+    this._timers = { retry: null, connect: null, ping: null, pong: null };
+    this._pingId = 0;
+    this._pendingPing = null; // { id, sentAt }
+    this._status = {
+      state: State.IDLE,
+      attempt: 0,
+      maxAttempts: merged.maxAttempts,
+      planned: false,
+      probing: false,
+      probes: 0,
+      retryInMs: null,
+      nextAttemptAt: null,
+      connectionId: null,
+      rttMs: null,
+      quality: null,
+      lastClose: null,
+    };
+  }
+
+  /** A copy of the current status (see docs/browser-client.md for the fields). */
+  get status() {
+    return { ...this._status };
+  }
+
+  /** The topics the server last confirmed for this connection (welcome or confirmation). */
+  get subscribedTopics() {
+    return [...this._serverTopics];
+  }
+
+  /** Milliseconds until the next connection attempt or probe, or null if none is waiting. */
+  nextAttemptInMs() {
+    const at = this._status.nextAttemptAt;
+    return at === null ? null : Math.max(0, at - this._now());
+  }
+
+  /** Start connecting. Calling it again while running does nothing. */
+  connect() {
+    if (this._status.state !== State.IDLE && this._status.state !== State.CLOSED) return;
+    this._failures = 0;
+    this._next = Next.FIRST;
+    this._setStatus({
+      state: State.CONNECTING,
+      attempt: 0,
+      planned: false,
+      probing: false,
+      probes: 0,
+      retryInMs: null,
+      nextAttemptAt: null,
+    });
+    this._open();
+  }
+
+  /** Follow more topics: sent now if connected, and again after every welcome. */
+  subscribe(topics) {
+    const names = topicList(topics);
+    for (const name of names) {
+      this._wanted.add(name);
+      this._removed.delete(name);
+    }
+    this._send({ type: "subscribe", topics: names });
+  }
+
+  /** Stop following topics: sent now if connected, and again after every welcome. */
+  unsubscribe(topics) {
+    const names = topicList(topics);
+    for (const name of names) {
+      this._wanted.delete(name);
+      this._removed.add(name);
+    }
+    this._send({ type: "unsubscribe", topics: names });
+  }
+
+  /** Close for good: no reconnection, no timers left. `connect()` starts again. */
+  close() {
+    this._clearTimers();
+    this._dropSocket(1000, "client closed");
+    this._setStatus({
+      state: State.CLOSED,
+      planned: false,
+      probing: false,
+      retryInMs: null,
+      nextAttemptAt: null,
+      connectionId: null,
+    });
+  }
+
+  // ---- one socket --------------------------------------------------------------------------
+
+  _open() {
+    if (this._status.state === State.CLOSED) return; // a listener closed us meanwhile
+    this._welcomed = false;
+    this._reconnectAfterMs = null;
+    let socket;
+    try {
+      socket = new this._WebSocket(this.url);
+    } catch (error) {
+      // A malformed URL throws at once; count it as a failed attempt, not a crash.
+      this._emitClientError("connect_failed", String(error));
+      this._socketEnded({ code: null, reason: String(error) });
+      return;
+    }
+    this._socket = socket;
+    const current = () => this._socket === socket;
+    socket.addEventListener("message", (event) => {
+      if (current()) this._onMessage(socket, event.data);
+    });
+    socket.addEventListener("close", (event) => {
+      if (current()) this._socketEnded({ code: event.code, reason: event.reason });
+    });
+    socket.addEventListener("error", () => {
+      // Browsers fire "close" after "error"; other runtimes may not. End it here, once.
+      if (current()) {
+        this._dropSocket(CLIENT_CLOSE_CODE, "socket error");
+        this._socketEnded({ code: 1006, reason: "socket error" });
+      }
+    });
+    this._timers.connect = this._setTimeout(() => {
+      this._timers.connect = null;
+      if (current() && !this._welcomed) {
+        this._dropSocket(CLIENT_CLOSE_CODE, "no welcome in time");
+        this._socketEnded({ code: null, reason: "no welcome in time" });
+      }
+    }, this.options.connectTimeoutMs);
+  }
+
+  // Listeners run synchronously inside _emit and may close the client (or it may have moved
+  // on): after each emit, `this._socket !== socket` means this socket is no longer ours.
+  _onMessage(socket, data) {
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      this._emitClientError("bad_server_message", "the server sent a frame that is not JSON");
+      return;
+    }
+    if (message === null || typeof message !== "object") return;
+    this._emit("message", message);
+    if (this._socket !== socket) return;
+    switch (message.type) {
+      case "welcome":
+        this._onWelcome(socket, message);
+        break;
+      case "metrics_update":
+        this._emit("update", message);
+        break;
+      case "subscription_confirmed":
+        if (Array.isArray(message.topics)) this._serverTopics = message.topics;
+        break;
+      case "pong":
+        this._onPong(message);
+        break;
+      case "error":
+        this._emit("error", message);
+        break;
+      case "server_shutdown":
+        if (Number.isFinite(message.reconnectAfterMs) && message.reconnectAfterMs >= 0) {
+          this._reconnectAfterMs = message.reconnectAfterMs;
+        }
+        break;
+      default:
+        break; // unknown types are ignored (protocol: compatibility)
+    }
+  }
+
+  _onWelcome(socket, message) {
+    this._clearTimer("connect");
+    this._clearTimer("retry");
+    this._welcomed = true;
+    this._failures = 0;
+    this._serverTopics = Array.isArray(message.subscribed) ? message.subscribed : [];
+    this._resubscribe(this._serverTopics);
+    this._setStatus({
+      state: State.CONNECTED,
+      attempt: 0,
+      planned: false,
+      probing: false,
+      probes: 0,
+      retryInMs: null,
+      nextAttemptAt: null,
+      connectionId: message.connectionId ?? null,
+      rttMs: null,
+      quality: null,
+    });
+    if (this._socket !== socket) return;
+    this._emit("welcome", message);
+    if (this._socket !== socket) return;
+    this._sendPing();
+  }
+
+  /** Subscriptions belong to a connection: ask again for what we follow after a welcome. */
+  _resubscribe(serverDefaults) {
+    const unwanted = this._exact
+      ? serverDefaults.filter((topic) => !this._wanted.has(topic))
+      : serverDefaults.filter((topic) => this._removed.has(topic));
+    const missing = [...this._wanted].filter((topic) => !serverDefaults.includes(topic));
+    if (unwanted.length) this._send({ type: "unsubscribe", topics: unwanted });
+    if (missing.length) this._send({ type: "subscribe", topics: missing });
+  }
+
+  _sendPing() {
+    this._timers.ping = this._setTimeout(() => this._sendPing(), this.options.pingIntervalMs);
+    if (this._pendingPing !== null) return; // one at a time; its pong deadline still runs
+    const id = ++this._pingId;
+    this._pendingPing = { id, sentAt: this._now() };
+    this._send({ type: "ping", id });
+    this._timers.pong = this._setTimeout(() => {
+      this._timers.pong = null;
+      this._dropSocket(CLIENT_CLOSE_CODE, "no pong in time");
+      this._socketEnded({ code: null, reason: "no pong in time" });
+    }, this.options.pongTimeoutMs);
+  }
+
+  _onPong(message) {
+    if (this._pendingPing === null || message.id !== this._pendingPing.id) return;
+    const rttMs = this._now() - this._pendingPing.sentAt;
+    this._pendingPing = null;
+    this._clearTimer("pong");
+    const { excellentRttMs, goodRttMs } = this.options;
+    this._setStatus({ rttMs, quality: rttQuality(rttMs, excellentRttMs, goodRttMs) });
+  }
+
+  /** Forget the current socket (its late events are ignored) and close it if still open. */
+  _dropSocket(code, reason) {
+    const socket = this._socket;
+    this._socket = null;
+    if (socket === null) return;
+    try {
+      socket.close(code, reason);
+    } catch {
+      // already closing or closed: nothing to do
+    }
+  }
+
+  /** The current socket ended (closed, failed, timed out): schedule what comes next. */
+  _socketEnded(close) {
+    this._socket = null;
+    this._clearTimers();
+    this._pendingPing = null;
+    const welcomed = this._welcomed;
+    const reconnectAfterMs = this._reconnectAfterMs;
+    this._welcomed = false;
+    this._reconnectAfterMs = null;
+    const { jitterRatio, maxAttempts, probeIntervalMs, baseDelayMs, maxDelayMs } = this.options;
+    const jittered = (delayMs) => delayMs + this._random() * jitterRatio * delayMs;
+
+    // Only failed reconnect attempts count: not the first connection, not the attempt
+    // planned by a server_shutdown, not probes.
+    if (welcomed) this._failures = 0;
+    else if (this._next === Next.COUNTED) this._failures += 1;
+    const lost = {
+      connectionId: null,
+      rttMs: null,
+      quality: null,
+      lastClose: { code: close.code, reason: close.reason, welcomed },
+    };
+    if (reconnectAfterMs !== null) {
+      // server_shutdown: the server's delay replaces the backoff.
+      this._schedule(Next.PLANNED, jittered(reconnectAfterMs), {
+        ...lost,
+        state: State.RECONNECTING,
+        attempt: 0,
+        probes: 0,
+      });
+    } else if (this._failures >= maxAttempts) {
+      const probes = this._next === Next.PROBE ? this._status.probes + 1 : 0;
+      this._schedule(Next.PROBE, jittered(probeIntervalMs), {
+        ...lost,
+        state: State.SERVER_DOWN,
+        attempt: 0,
+        probes,
+      });
+    } else {
+      const attempt = this._failures + 1;
+      this._schedule(Next.COUNTED, jittered(backoffDelayMs(attempt, baseDelayMs, maxDelayMs)), {
+        ...lost,
+        state: State.RECONNECTING,
+        attempt,
+        probes: 0,
+      });
+    }
+  }
+
+  /** Wait `delayMs`, then make the next attempt, of kind `next`. */
+  _schedule(next, delayMs, fields) {
+    this._next = next;
+    // The timer first: a status listener that calls close() then clears it.
+    this._timers.retry = this._setTimeout(() => {
+      this._timers.retry = null;
+      this._setStatus({ probing: next === Next.PROBE, retryInMs: null, nextAttemptAt: null });
+      this._open();
+    }, delayMs);
+    this._setStatus({
+      ...fields,
+      planned: next === Next.PLANNED,
+      probing: false,
+      retryInMs: delayMs,
+      nextAttemptAt: this._now() + delayMs,
+    });
+  }
+
+  // ---- small helpers ---------------------------------------------------------------------
+
+  _send(message) {
+    const socket = this._socket;
+    if (socket === null || !this._welcomed || socket.readyState !== OPEN) return false;
+    socket.send(JSON.stringify(message));
+    return true;
+  }
+
+  _setStatus(fields) {
+    this._status = { ...this._status, ...fields };
+    this._emit("status", this.status);
+  }
+
+  /** An error found by the client itself, shaped like the protocol's `error` messages. */
+  _emitClientError(code, message) {
+    this._emit("error", { type: "error", code, message, source: "client" });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(makeEvent(type, detail));
+  }
+
+  _clearTimer(name) {
+    if (this._timers[name] !== null) {
+      this._clearTimeout(this._timers[name]);
+      this._timers[name] = null;
+    }
+  }
+
+  _clearTimers() {
+    for (const name of Object.keys(this._timers)) this._clearTimer(name);
+  }
+}
+
+function topicList(topics, emptyAllowed = false) {
+  const names = typeof topics === "string" ? [topics] : [...topics];
+  const valid = names.every((name) => typeof name === "string" && name);
+  if (!valid || (!names.length && !emptyAllowed)) {
+    throw new TypeError("topics must be a non-empty list of topic names");
+  }
+  return names;
+}
+
+/** A CustomEvent; Node 18 has no global CustomEvent without a flag, so an Event there. */
+function makeEvent(type, detail) {
+  if (typeof CustomEvent === "function") return new CustomEvent(type, { detail });
+  const event = new Event(type);
+  Object.defineProperty(event, "detail", { value: detail, enumerable: true });
+  return event;
+}
+
+function defaultNow() {
+  return globalThis.performance?.now ? globalThis.performance.now() : Date.now();
+}
