@@ -210,14 +210,20 @@ export class BroadcasterClient extends EventTarget {
   /** Close for good: no reconnection, no timers left. `connect()` starts again. */
   close() {
     this._clearTimers();
+    this._pendingPing = null;
     this._dropSocket(1000, "client closed");
+    // No connection and nothing counted any more: no RTT, quality or attempt to show.
     this._setStatus({
       state: State.CLOSED,
+      attempt: 0,
       planned: false,
       probing: false,
+      probes: 0,
       retryInMs: null,
       nextAttemptAt: null,
       connectionId: null,
+      rttMs: null,
+      quality: null,
     });
   }
 

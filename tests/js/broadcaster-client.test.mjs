@@ -414,6 +414,27 @@ describe("lifecycle and events", () => {
     assert.equal(sockets.length, 1);
   });
 
+  test("close() clears the connection's RTT, quality and attempt count", () => {
+    const { client, clock, last } = makeClient();
+    client.connect();
+    last().accept();
+    clock.advance(42);
+    last().receive({ type: "pong", id: 1 });
+    assert.equal(client.status.rttMs, 42);
+    client.close();
+    assert.equal(client.status.rttMs, null, "no connection, so no round-trip time");
+    assert.equal(client.status.quality, null);
+
+    client.connect();
+    last().serverClose(1006, "");
+    waitNext(clock);
+    last().serverClose(1006, "");
+    assert.equal(client.status.attempt, 2);
+    client.close();
+    assert.equal(client.status.attempt, 0, "attempt is 0 outside reconnecting");
+    assert.equal(statusLabel(client.status), "Closed");
+  });
+
   test("a listener may close the client from inside any event", () => {
     for (const [type, when] of [
       ["status", (status) => status.state === "reconnecting"],
