@@ -21,8 +21,8 @@ import structlog
 import trio
 
 from broadcaster import protocol
-from broadcaster.connection import Frame
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
+from broadcaster.frames import Frame
 from broadcaster.hub import Hub
 from broadcaster.protocol import ErrorCode
 from broadcaster.source_health import SourceHealth
@@ -158,7 +158,7 @@ class Broadcaster:
                     protocol.metrics_update(
                         name, state.seq, state.last_good_timestamp, data, stale=False
                     ),
-                    is_update=True,
+                    topic=name,
                 ),
             )
             return
@@ -184,6 +184,6 @@ class Broadcaster:
                     protocol.metrics_update(
                         name, state.seq, state.last_good_timestamp, state.last_good_data, stale=True
                     ),
-                    is_update=True,
+                    topic=name,
                 ),
             )

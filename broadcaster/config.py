@@ -64,9 +64,15 @@ class Settings(BaseModel):
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10000, description="connections over this are refused with 1013"
     )
-    # At least 2: shutdown queues server_shutdown and then the close request.
+    # At least 2: shutdown queues server_shutdown and then the close frame.
     outbox_messages: Annotated[int, Field(ge=2, le=100_000)] = Field(
-        64, description="messages queued per connection before it counts as too slow (4008)"
+        64, description="messages pending per connection before it counts as too slow (4008)"
+    )
+    max_pending_output_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = Field(
+        1 << 20, description="bytes pending per connection before it counts as too slow (4008)"
+    )
+    send_stall_timeout_ms: PositiveMs = Field(
+        15000, description="a connection whose socket takes nothing this long is too slow (4008)"
     )
     client_messages_per_s: Annotated[float, Field(gt=0, le=100_000)] = Field(
         20, description="messages a client may send per second on average (then rate_limited)"

@@ -1,10 +1,14 @@
-"""One client connection: its metadata, its ordered outbox, and the tasks that serve it.
+"""One client connection: its metadata, its reader, and the close sequence.
 
-Every message to the client goes through the connection's bounded outbox and is written by
-its one writer task, in order. The hub never waits on a client: it offers a frame with
-``send_nowait``; a client whose outbox is full is too slow and is closed with 4008
-(``slow_consumer``) while everyone else carries on. The reader always reads, because reading
-is how the server sees disconnects, floods and oversized frames.
+Everything sent to the client goes through the connection's :class:`~broadcaster.outbound.Outbound`
+in order; the hub never waits on a client. One task serves a connection: it reads (reading is
+how the server sees messages, pongs, disconnects, floods and oversized frames) while the
+outbound path writes synchronously, with a flusher task only while output is queued.
+
+Closing: the server queues its close frame after whatever must still go out, and gives the
+client ``CLOSE_HANDSHAKE_TIMEOUT_S`` to answer with its own close frame; then the socket is
+closed. A client's close frame is answered the same way. :meth:`Connection.abort` cuts a
+connection at once.
 """
 
 from __future__ import annotations
@@ -18,35 +22,25 @@ from typing import Any, Protocol
 
 import structlog
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from broadcaster import protocol
+from broadcaster.frames import CloseFrame, Control, Frame, Outgoing
+from broadcaster.outbound import Outbound
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
 from broadcaster.rate_limit import TokenBucket
+
+__all__ = ["ClientInfo", "Connection", "Frame", "OutputLimits", "SubscriptionHandler"]
 
 log = structlog.get_logger("broadcaster.connection")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 RATE_LIMIT_ERROR_EVERY_S = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One text message for the client. Built once and shared by every recipient."""
-
-    text: str
-    is_update: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CloseRequest:
-    """Queued after the last frame: the writer closes the connection with this code."""
-
-    code: CloseCode
-    reason: str
-
-
-Outgoing = Frame | CloseRequest
+RECEIVE_BYTES = 16384
+# Close codes a peer may not put in a close frame (RFC 6455 7.4.1): answered with 1000.
+_RESERVED_CLOSE_CODES = {1005, 1006, 1015}
 
 
 class SubscriptionHandler(Protocol):
@@ -65,6 +59,15 @@ class ClientInfo:
     ip: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """When a connection's pending output makes it a slow consumer (closed with 4008)."""
+
+    max_messages: int = 64
+    max_bytes: int = 1 << 20
+    stall_timeout_s: float = 15.0
+
+
 @dataclass(eq=False)
 class Connection:
     """A WebSocket client as the server tracks it.
@@ -75,8 +78,9 @@ class Connection:
 
     id: str
     client_info: ClientInfo
-    outbox_messages: int
+    limits: OutputLimits
     rate_limit: TokenBucket
+    max_message_bytes: int = 65536
     last_activity: float = field(default_factory=trio.current_time)
     connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     last_broadcast_unix_ms: int | None = None
@@ -90,36 +94,39 @@ class Connection:
     closed_by: str | None = None
 
     def __post_init__(self) -> None:
-        self._send, self._receive = trio.open_memory_channel[Outgoing](self.outbox_messages)
+        self.outbound = Outbound(
+            max_items=self.limits.max_messages,
+            max_bytes=self.limits.max_bytes,
+            stall_timeout_s=self.limits.stall_timeout_s,
+            on_slow=self._too_slow,
+            on_broken=self._peer_gone,
+            on_replaced=lambda: self.on_replaced(self),
+        )
         self._scope = trio.CancelScope()
-        self._nursery: trio.Nursery | None = None
-        self._ping_in_flight = False
+        self._close_frame_queued = False
+        self._ping_sent_at: float | None = None
+        self._ping_payload = b""
         self._rate_limited_until = -math.inf
         self.dropped_messages = 0
         # Set by the hub, which keeps the service-wide counters.
         self.on_slow: Callable[[Connection], None] = lambda connection: None
         self.on_error: Callable[[Connection], None] = lambda connection: None
+        self.on_replaced: Callable[[Connection], None] = lambda connection: None
 
     # --- called by the hub, the broadcast loop and the heartbeat: never block ---------------
 
     def offer(self, frame: Frame) -> bool:
-        """Queue ``frame`` without waiting. A full outbox closes the connection as too slow."""
+        """Send or queue ``frame`` without waiting; False once the connection is closing."""
         if self.close_code is not None:
             return False
-        try:
-            self._send.send_nowait(frame)
-        except trio.WouldBlock:
-            self.terminate(
-                CloseCode.SLOW_CONSUMER, "outbox full: client is not reading fast enough"
-            )
-            self.on_slow(self)
-            return False
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            return False
+        self.outbound.push(frame)
+        if frame.topic is not None:
+            self.broadcast_count += 1
+            self.last_broadcast_unix_ms = int(time.time() * 1000)
         return True
 
     def send_error(self, code: ErrorCode, message: str, **extra: Any) -> None:
-        """Queue an ``error`` message and count it against this connection."""
+        """Send an ``error`` message and count it against this connection."""
         self.note_error(f"{code.value}: {message}")
         self.offer(Frame(protocol.error(code, message, **extra)))
 
@@ -130,39 +137,35 @@ class Connection:
         self.on_error(self)
 
     def terminate(self, code: CloseCode, reason: str) -> None:
-        """Stop serving now and close with ``code``; pending frames are dropped."""
+        """Close with ``code`` now: unsent frames are dropped, the close frame goes next."""
+        self._close(code, reason, final=None)
+
+    def replace_pending_and_close(self, final: Frame, code: CloseCode, reason: str) -> None:
+        """Drop unsent frames, send ``final``, then close with ``code`` (used at shutdown)."""
+        self._close(code, reason, final=final)
+
+    def abort(self, code: CloseCode, reason: str) -> None:
+        """Cut the connection now, without a close handshake."""
         self._set_close(code, reason, "server")
         self._scope.cancel()
 
-    def replace_pending_and_close(self, final: Frame, code: CloseCode, reason: str) -> None:
-        """Drop queued frames, send ``final``, then close with ``code`` (used at shutdown)."""
-        self.drain()
-        try:
-            self._send.send_nowait(final)
-            self._send.send_nowait(CloseRequest(code, reason))
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            self.terminate(code, reason)
-
     def drain(self) -> list[Outgoing]:
-        """Take every queued, unsent item out of the outbox."""
-        taken: list[Outgoing] = []
-        while True:
-            try:
-                taken.append(self._receive.receive_nowait())
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
-                return taken
+        """Take every queued, unsent frame out (for a connection with no socket yet)."""
+        return self.outbound.drain()
 
     def request_ping(self, timeout_s: float) -> None:
-        """Send a WebSocket ping unless one is in flight; its pong counts as activity.
+        """Send a WebSocket ping unless one sent less than ``timeout_s`` ago is unanswered.
 
-        Ignored once the connection is closing: its nursery is being cancelled, and may
-        already be closed to new tasks before ``serve`` returns.
+        Its pong counts as activity and gives the round-trip time.
         """
-        nursery = self._nursery
-        if nursery is None or nursery.cancel_scope.cancel_called or self._ping_in_flight:
+        now = trio.current_time()
+        if self.close_code is not None:
             return
-        self._ping_in_flight = True
-        nursery.start_soon(self._ping, timeout_s)
+        if self._ping_sent_at is not None and now - self._ping_sent_at < timeout_s:
+            return
+        self._ping_payload = struct.pack("!d", time.monotonic())
+        self._ping_sent_at = now
+        self.outbound.push(Control.ping(self._ping_payload))
 
     def touch(self) -> None:
         """Record activity from the client."""
@@ -174,52 +177,85 @@ class Connection:
 
     # --- serving -----------------------------------------------------------------------------
 
-    async def serve(self, websocket: WebSocketConnection, hub: SubscriptionHandler) -> None:
-        """Read and write until either side ends, then close with the recorded code.
+    async def serve(
+        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
+    ) -> None:
+        """Read, handle and answer until the connection ends; the caller closes ``stream``.
 
-        Returns when the connection is closed. Never raises for client misbehaviour.
+        Returns when the close handshake is done, the peer is gone, the close deadline
+        passed or :meth:`abort` was called. Never raises for client misbehaviour.
         """
-        self._websocket = websocket
         with self._scope:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._first_done_cancels, nursery, self._read_loop, hub)
-                nursery.start_soon(self._first_done_cancels, nursery, self._write_loop)
-        self._nursery = None
-        self._send.close()
+                self.outbound.attach(stream.socket.fileno(), nursery)
+                try:
+                    await self._read_until_closed(stream, ws, hub)
+                    if self._close_frame_queued:  # ours or our answer: deliver it in time
+                        await self.outbound.wait_drained()
+                finally:
+                    self.outbound.detach()
+                    nursery.cancel_scope.cancel()
         self._set_close(CloseCode.NORMAL, "", "server")
-        assert self.close_code is not None
-        if self.closed_by == "server":
-            with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT_S):
-                # aclose() closes the TCP stream even when it is cancelled.
-                await websocket.aclose(self.close_code, self.close_reason or None)
 
-    @staticmethod
-    async def _first_done_cancels(
-        nursery: trio.Nursery, loop: Callable[..., Any], *args: Any
+    async def _read_until_closed(
+        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
     ) -> None:
-        try:
-            await loop(*args)
-        finally:
-            nursery.cancel_scope.cancel()
-
-    async def _read_loop(self, hub: SubscriptionHandler) -> None:
+        parts: list[str | bytes] = []
+        size = 0
         while True:
             try:
-                raw = await self._websocket.get_message()
-            except ConnectionClosed as closed:
-                reason = closed.reason
-                if reason is None:
-                    self._set_close(CloseCode.NORMAL, "connection lost", "client")
-                else:
-                    by = "server" if reason.code == CloseCode.MESSAGE_TOO_BIG else "client"
-                    self._set_close(int(reason.code), reason.reason or reason.name, by)
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._set_close(CloseCode.NORMAL, "connection lost", "client")
                 return
-            self.touch()
-            if self.rate_limit.take():
-                self._handle(raw, hub)
-            else:
-                self._drop_over_limit()
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Message):
+                    if self.close_code is not None:
+                        continue  # closing: what the client still sends is discarded
+                    self.touch()
+                    size += len(event.data)
+                    if size > self.max_message_bytes:
+                        self._close(
+                            CloseCode.MESSAGE_TOO_BIG,
+                            f"message over {self.max_message_bytes} bytes",
+                            final=None,
+                        )
+                        continue
+                    parts.append(event.data)
+                    if event.message_finished:
+                        self._receive(_joined(parts, event), hub)
+                        parts.clear()
+                        size = 0
+                elif isinstance(event, Ping):
+                    self.touch()
+                    if self.close_code is None:
+                        self.outbound.push(Control.pong(event.payload))
+                elif isinstance(event, Pong):
+                    self._pong(event.payload)
+                elif isinstance(event, CloseConnection):
+                    self._closed_by_peer(ws, event)
+                    return
+
+    def _closed_by_peer(self, ws: WsConnection, event: CloseConnection) -> None:
+        if ws.state is ConnectionState.OPEN:
+            # wsproto reports a frame it cannot parse as a close event of its own (1002, 1007).
+            self._close(event.code, event.reason or "protocol error", final=None)
+            return
+        if self.close_code is not None:
+            return  # the answer to our close frame
+        code = event.code
+        self._set_close(code, event.reason or "", "client")
+        answer = CloseCode.NORMAL if code in _RESERVED_CLOSE_CODES else code
+        self._queue_close_frame(CloseFrame(answer, ""), final=None)
+
+    def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+        if self.rate_limit.take():
+            self._handle(raw, hub)
+        else:
+            self._drop_over_limit()
 
     def _drop_over_limit(self) -> None:
         """Drop a message sent over the rate limit, unparsed; say so at most once a second."""
@@ -247,31 +283,39 @@ class Connection:
             case protocol.Unsubscribe(topics=topics):
                 hub.unsubscribe(self, topics)
 
-    async def _write_loop(self) -> None:
-        async for item in self._receive:
-            if isinstance(item, CloseRequest):
-                self._set_close(item.code, item.reason, "server")
-                return
-            try:
-                await self._websocket.send_message(item.text)
-            except ConnectionClosed:
-                return
-            if item.is_update:
-                self.broadcast_count += 1
-                self.last_broadcast_unix_ms = int(time.time() * 1000)
+    def _pong(self, payload: bytes) -> None:
+        self.touch()
+        if self._ping_sent_at is not None and payload == self._ping_payload:
+            self.last_ping_rtt_ms = round((trio.current_time() - self._ping_sent_at) * 1000, 3)
+            self._ping_sent_at = None
 
-    async def _ping(self, timeout_s: float) -> None:
-        payload = struct.pack("!d", time.monotonic())
-        started = trio.current_time()
-        try:
-            with trio.move_on_after(timeout_s):
-                await self._websocket.ping(payload)
-                self.last_ping_rtt_ms = round((trio.current_time() - started) * 1000, 3)
-                self.touch()
-        except (ConnectionClosed, ValueError):
-            pass
-        finally:
-            self._ping_in_flight = False
+    # --- closing -----------------------------------------------------------------------------
+
+    def _close(self, code: int, reason: str, *, final: Frame | None) -> None:
+        """Queue ``final`` and the close frame in place of unsent frames; set the deadline."""
+        if self.close_code is not None:
+            return
+        self._set_close(code, reason, "server")
+        self._queue_close_frame(CloseFrame(code, reason), final=final)
+
+    def _queue_close_frame(self, close: CloseFrame, *, final: Frame | None) -> None:
+        """Unsent frames give way to ``final`` and the close frame, delivered by a deadline."""
+        self.outbound.discard_unsent()
+        if final is not None:
+            self.outbound.push(final)
+        self.outbound.push(close)
+        self._close_frame_queued = True
+        self._scope.deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT_S
+
+    def _too_slow(self, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.terminate(CloseCode.SLOW_CONSUMER, f"slow consumer: {reason}")
+        self.on_slow(self)
+
+    def _peer_gone(self) -> None:
+        self._set_close(CloseCode.NORMAL, "connection lost", "client")
+        self._scope.cancel()
 
     def _set_close(self, code: int, reason: str, by: str) -> None:
         if self.close_code is None:
@@ -290,6 +334,15 @@ class Connection:
             "subscriptions": sorted(self.subscriptions),
             "lastPingRttMs": self.last_ping_rtt_ms,
             "clientInfo": {"userAgent": self.client_info.user_agent, "ip": self.client_info.ip},
-            "pendingMessages": self._send.statistics().current_buffer_used,
+            "pendingMessages": self.outbound.pending_items,
+            "pendingBytes": self.outbound.pending_bytes,
+            "replacedUpdates": self.outbound.replaced_updates,
             "droppedMessages": self.dropped_messages,
         }
+
+
+def _joined(parts: list[str | bytes], last: Message[Any]) -> str | bytes:
+    if isinstance(last, TextMessage):
+        return "".join(part for part in parts if isinstance(part, str))
+    assert isinstance(last, BytesMessage)
+    return b"".join(part for part in parts if isinstance(part, bytes))

@@ -97,6 +97,7 @@ def create_app(
                 "totalBroadcasts": totals.broadcasts,
                 "totalErrors": totals.errors,
                 "slowConsumersClosed": totals.slow_consumers_closed,
+                "replacedUpdates": totals.replaced_updates,
                 "heartbeatTimeouts": totals.heartbeat_timeouts,
                 "subscribers": hub.subscriber_counts(),
             },

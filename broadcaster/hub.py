@@ -18,7 +18,8 @@ import structlog
 import trio
 
 from broadcaster import protocol
-from broadcaster.connection import ClientInfo, Connection, Frame
+from broadcaster.connection import ClientInfo, Connection, OutputLimits
+from broadcaster.frames import Frame
 from broadcaster.protocol import CloseCode, ErrorCode
 from broadcaster.rate_limit import TokenBucket
 
@@ -35,6 +36,7 @@ class Totals:
     broadcasts: int = 0
     errors: int = 0
     slow_consumers_closed: int = 0
+    replaced_updates: int = 0
     heartbeat_timeouts: int = 0
     oversized_messages: int = 0
 
@@ -53,7 +55,8 @@ class Hub:
         *,
         broadcast_interval_ms: int,
         max_connections: int,
-        outbox_messages: int,
+        output_limits: OutputLimits,
+        max_message_bytes: int = 65536,
         client_messages_per_s: float = 20,
         client_message_burst: int = 100,
     ) -> None:
@@ -62,7 +65,8 @@ class Hub:
         self.broadcast_interval_ms = broadcast_interval_ms
         self._fresh_for_s = broadcast_interval_ms / 1000
         self.max_connections = max_connections
-        self.outbox_messages = outbox_messages
+        self.output_limits = output_limits
+        self.max_message_bytes = max_message_bytes
         self.client_messages_per_s = client_messages_per_s
         self.client_message_burst = client_message_burst
         self.connections: dict[str, Connection] = {}
@@ -95,11 +99,13 @@ class Hub:
         connection = Connection(
             id=f"ws_{next(self._ids)}_{int(time.time() * 1000)}",
             client_info=client_info,
-            outbox_messages=self.outbox_messages,
+            limits=self.output_limits,
             rate_limit=TokenBucket(self.client_messages_per_s, self.client_message_burst),
+            max_message_bytes=self.max_message_bytes,
         )
         connection.on_slow = self._count_slow
         connection.on_error = self._count_error
+        connection.on_replaced = self._count_replaced
         self.connections[connection.id] = connection
         self.totals.connections_created += 1
         connection.offer(
@@ -155,20 +161,23 @@ class Hub:
         for connection in list(self.connections.values()):
             connection.replace_pending_and_close(frame, CloseCode.GOING_AWAY, reason)
 
-    def terminate_all(self, code: CloseCode, reason: str) -> None:
-        """Close every connection now, without waiting for its outbox."""
+    def abort_all(self, code: CloseCode, reason: str) -> None:
+        """Cut every connection now, without a close handshake."""
         for connection in list(self.connections.values()):
-            connection.terminate(code, reason)
+            connection.abort(code, reason)
 
     def _count_error(self, connection: Connection) -> None:
         self.totals.errors += 1
+
+    def _count_replaced(self, connection: Connection) -> None:
+        self.totals.replaced_updates += 1
 
     def _count_slow(self, connection: Connection) -> None:
         self.totals.slow_consumers_closed += 1
         log.warning(
             "slow consumer closed",
             connection_id=connection.id,
-            outbox_messages=self.outbox_messages,
+            reason=connection.close_reason,
             code=int(CloseCode.SLOW_CONSUMER),
         )
 

@@ -23,6 +23,7 @@ COUNTERS = {
     "broadcasts": "metrics_update messages handed to clients",
     "errors": "error messages sent to clients",
     "slow_consumers_closed": "connections closed for not reading fast enough (4008)",
+    "replaced_updates": "unsent updates replaced by a newer one of their topic (latest wins)",
     "heartbeat_timeouts": "connections closed for silence (4000)",
     "oversized_messages": "connections closed for an oversized message (1009)",
 }

@@ -31,6 +31,8 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from broadcaster.broadcast import Broadcaster
 from broadcaster.config import Settings
+from broadcaster.connection import OutputLimits
+from broadcaster.fd_limit import FdLimit, raise_fd_limit
 from broadcaster.heartbeat import sweep_heartbeats
 from broadcaster.http import create_app
 from broadcaster.hub import Hub
@@ -38,6 +40,7 @@ from broadcaster.metrics import build_registry
 from broadcaster.pop_topics import BUILTIN_TOPICS
 from broadcaster.protocol import CloseCode
 from broadcaster.source_health import SourceHealth
+from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.influxql import InfluxQLSource
 from broadcaster.stats import log_stats
 from broadcaster.topics import build_catalog
@@ -107,19 +110,25 @@ async def serve(
     *,
     stop: trio.Event | None = None,
     handle_signals: bool = False,
+    source: MetricsSource | None = None,
     task_status: trio.TaskStatus[RunningService] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole service until ``stop`` is set (or a signal arrives), then shut down.
+
+    Args:
+        source: where topic values come from; by default InfluxQL at ``settings.influx_url``
+            (tests and the benchmark pass an in-process one).
 
     Raises:
         ConfigError: the topics file or the default topics are invalid (before anything starts).
         OSError: a port cannot be bound.
     """
     stop = stop or trio.Event()
+    _report_fd_limit(raise_fd_limit(), settings.max_connections)
     catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
     async with httpx.AsyncClient(timeout=timeout) as client:
-        source = InfluxQLSource(
+        source = source or InfluxQLSource(
             client,
             settings.influx_base_url,
             settings.influx_db,
@@ -136,7 +145,12 @@ async def serve(
             settings.default_topics,
             broadcast_interval_ms=settings.broadcast_interval_ms,
             max_connections=settings.max_connections,
-            outbox_messages=settings.outbox_messages,
+            output_limits=OutputLimits(
+                max_messages=settings.outbox_messages,
+                max_bytes=settings.max_pending_output_bytes,
+                stall_timeout_s=settings.send_stall_timeout_ms / 1000,
+            ),
+            max_message_bytes=settings.max_message_bytes,
             client_messages_per_s=settings.client_messages_per_s,
             client_message_burst=settings.client_message_burst,
         )
@@ -155,13 +169,7 @@ async def serve(
                 nursery.start_soon(_watch_signals, stop)
             websocket: WebSocketEndpoint = await nursery.start(
                 servers.run,
-                partial(
-                    serve_websockets,
-                    hub,
-                    settings.ws_host,
-                    settings.ws_port,
-                    max_message_bytes=settings.max_message_bytes,
-                ),
+                partial(serve_websockets, hub, settings.ws_host, settings.ws_port),
             )
             app = create_app(
                 hub, health, build_registry(hub, health, broadcaster), websocket_url=websocket.url
@@ -207,6 +215,22 @@ async def serve(
     log.info("service stopped", **hub.totals.as_dict())
 
 
+def _report_fd_limit(limit: FdLimit, max_connections: int) -> None:
+    fields = {
+        "soft_limit_before": limit.before,
+        "soft_limit": limit.soft,
+        "hard_limit": limit.hard,
+        "connection_capacity": limit.connection_capacity,
+        "max_connections": max_connections,
+    }
+    if limit.connection_capacity < max_connections:
+        log.warning(
+            "open-file limit leaves room for fewer connections than --max-connections", **fields
+        )
+    else:
+        log.info("open-file limit", **fields)
+
+
 async def _shut_down(
     settings: Settings, hub: Hub, websocket: WebSocketEndpoint, background: _TaskSet
 ) -> None:
@@ -221,7 +245,7 @@ async def _shut_down(
         await hub.wait_until_empty()
     left = len(hub.connections)
     if left:
-        hub.terminate_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
+        hub.abort_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
     log.info(
         "clients closed",
         clients=clients,

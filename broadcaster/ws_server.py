@@ -1,4 +1,8 @@
-"""The WebSocket server (trio-websocket): accepts on ``/ws`` and hands each client to the hub.
+"""The WebSocket server: accepts on ``/ws`` (wsproto on Trio) and hands each client to the hub.
+
+The server owns its WebSocket layer so that the broadcast can write one shared frame to every
+subscriber without a task switch per client (see :mod:`broadcaster.outbound`); wsproto does
+the handshake and parses client frames. No extension is negotiated.
 
 Accepting and serving live in different scopes: the accept loop runs in a cancel scope of
 its own, the connections in a nursery that outlives it. Shutdown cancels the accept scope
@@ -9,12 +13,24 @@ connections are still there to be told ``server_shutdown`` and closed with 1001.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WsConnection
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    RejectConnection,
+    RejectData,
+    Request,
+)
+from wsproto.handshake import H11Handshake
+from wsproto.utilities import RemoteProtocolError
 
-from broadcaster.connection import ClientInfo
+from broadcaster.connection import RECEIVE_BYTES, ClientInfo
+from broadcaster.frames import CloseFrame
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 
@@ -43,14 +59,10 @@ class WebSocketEndpoint:
         self.accept_scope.cancel()
 
 
-def _client_info(request: WebSocketRequest) -> ClientInfo:
-    headers = {name.lower(): value for name, value in request.headers}
-    user_agent = headers.get(b"user-agent")
-    remote = request.remote
-    ip = str(remote.address) if hasattr(remote, "address") else None
-    return ClientInfo(
-        user_agent=user_agent.decode("latin-1") if user_agent is not None else None, ip=ip
-    )
+@dataclass(frozen=True)
+class _Accepted:
+    ws: WsConnection
+    client_info: ClientInfo
 
 
 async def serve_websockets(
@@ -58,51 +70,109 @@ async def serve_websockets(
     host: str,
     port: int,
     *,
-    max_message_bytes: int,
     task_status: trio.TaskStatus[WebSocketEndpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSocket clients until cancelled; reports the bound endpoint when listening."""
-
-    async def handle(request: WebSocketRequest) -> None:
-        if request.path.split("?", 1)[0] != WS_PATH:
-            await request.reject(404, body=f"WebSocket endpoint is {WS_PATH}\n".encode())
-            return
-        websocket = await request.accept()
-        if endpoint.accept_scope.cancel_called or not hub.has_capacity():
-            hub.refuse()
-            code, reason = (
-                (CloseCode.GOING_AWAY, "server shutting down")
-                if endpoint.accept_scope.cancel_called
-                else (
-                    CloseCode.TRY_AGAIN_LATER,
-                    f"server at capacity ({hub.max_connections} connections)",
-                )
-            )
-            log.warning("connection refused", reason=reason, code=int(code))
-            with trio.move_on_after(REFUSE_CLOSE_TIMEOUT_S):
-                await websocket.aclose(code, reason)
-            return
-        connection = hub.open(_client_info(request))
-        try:
-            await connection.serve(websocket, hub)
-        finally:
-            hub.close(connection)
-
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
+    endpoint = WebSocketEndpoint(host=host, port=bound_port, accept_scope=trio.CancelScope())
     async with trio.open_nursery() as connections:
-        server = WebSocketServer(
-            handle,
-            listeners,
-            handler_nursery=connections,
-            max_message_size=max_message_bytes,
-            connect_timeout=HANDSHAKE_TIMEOUT_S,
-            disconnect_timeout=REFUSE_CLOSE_TIMEOUT_S,
-        )
-        endpoint = WebSocketEndpoint(host=host, port=bound_port, accept_scope=trio.CancelScope())
         log.info(
             "websocket server listening", url=endpoint.url, max_connections=hub.max_connections
         )
         task_status.started(endpoint)
         with endpoint.accept_scope:
-            await server.run()
+            await trio.serve_listeners(
+                partial(_serve_client, hub, endpoint),
+                listeners,
+                handler_nursery=connections,
+            )
+
+
+async def _serve_client(hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream) -> None:
+    """One client from its first byte to its socket's close. Never raises for its misdeeds."""
+    try:
+        accepted = None
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            accepted = await _handshake(stream)
+        if accepted is None:
+            return
+        if endpoint.accept_scope.cancel_called or not hub.has_capacity():
+            await _refuse(hub, endpoint, stream, accepted.ws)
+            return
+        connection = hub.open(accepted.client_info)
+        try:
+            await connection.serve(stream, accepted.ws, hub)
+        finally:
+            hub.close(connection)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the client went away during the handshake or refusal
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
+    """Read the upgrade request and answer it: accepted, or refused with an HTTP error."""
+    handshake = H11Handshake(ConnectionType.SERVER)
+    while True:
+        data = await stream.receive_some(RECEIVE_BYTES)
+        if not data:
+            return None
+        try:
+            handshake.receive_data(data)
+        except RemoteProtocolError as error:  # not a WebSocket upgrade (or not HTTP)
+            await stream.send_all(handshake.send(error.event_hint or RejectConnection()))
+            return None
+        for event in handshake.events():
+            if not isinstance(event, Request):
+                continue
+            if event.target.split("?", 1)[0] != WS_PATH:
+                body = f"WebSocket endpoint is {WS_PATH}\n".encode()
+                await stream.send_all(
+                    handshake.send(
+                        RejectConnection(
+                            status_code=404,
+                            headers=[(b"content-type", b"text/plain; charset=utf-8")],
+                            has_body=True,
+                        )
+                    )
+                    + handshake.send(RejectData(data=body))
+                )
+                return None
+            await stream.send_all(handshake.send(AcceptConnection()))
+            ws = handshake.connection
+            assert ws is not None
+            return _Accepted(ws, _client_info(event, stream))
+
+
+def _client_info(request: Request, stream: trio.SocketStream) -> ClientInfo:
+    user_agent = next(
+        (value for name, value in request.extra_headers if name.lower() == b"user-agent"), None
+    )
+    try:
+        ip = str(stream.socket.getpeername()[0])
+    except OSError:
+        ip = None
+    return ClientInfo(
+        user_agent=bytes(user_agent).decode("latin-1") if user_agent is not None else None,
+        ip=ip,
+    )
+
+
+async def _refuse(
+    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, ws: WsConnection
+) -> None:
+    """Close a just-accepted client with 1001 (shutting down) or 1013 (at capacity)."""
+    hub.refuse()
+    if endpoint.accept_scope.cancel_called:
+        code, reason = CloseCode.GOING_AWAY, "server shutting down"
+    else:
+        code = CloseCode.TRY_AGAIN_LATER
+        reason = f"server at capacity ({hub.max_connections} connections)"
+    log.warning("connection refused", reason=reason, code=int(code))
+    with trio.move_on_after(REFUSE_CLOSE_TIMEOUT_S):
+        await stream.send_all(CloseFrame(code, reason).wire)
+        while data := await stream.receive_some(RECEIVE_BYTES):  # until its close frame
+            ws.receive_data(data)
+            if any(isinstance(event, CloseConnection) for event in ws.events()):
+                return

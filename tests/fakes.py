@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import trio
 
-from broadcaster.connection import ClientInfo, Connection, Frame
+from broadcaster.connection import ClientInfo, Connection, OutputLimits
 from broadcaster.errors import QueryRejected, SourceUnavailable
+from broadcaster.frames import Frame
 from broadcaster.hub import Hub
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.topics import Topic
@@ -58,13 +59,23 @@ def make_topics(*names: str) -> dict[str, Topic]:
     return {name: Topic(name=name, query=f"q:{name}", shape=value_of) for name in names}
 
 
-def make_hub(topics: Sequence[str], defaults: Sequence[str] = (), outbox: int = 64) -> Hub:
+def make_hub(
+    topics: Sequence[str],
+    defaults: Sequence[str] = (),
+    outbox: int = 64,
+    *,
+    max_pending_bytes: int = 1 << 20,
+    stall_timeout_s: float = 15.0,
+) -> Hub:
+    """A hub whose connections, never attached to a socket, queue all they are sent."""
     return Hub(
         topics,
         defaults,
         broadcast_interval_ms=10_000,
         max_connections=100,
-        outbox_messages=outbox,
+        output_limits=OutputLimits(
+            max_messages=outbox, max_bytes=max_pending_bytes, stall_timeout_s=stall_timeout_s
+        ),
     )
 
 

@@ -7,6 +7,7 @@ by the end-to-end tests.
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import pytest
 import trio
@@ -54,14 +55,27 @@ async def test_one_query_per_topic_per_tick_with_many_clients(
     source = FakeSource()
     hub = make_hub(["overview", "regressions", "idle"], defaults=["overview", "regressions"])
     clients = [open_connection(hub) for _ in range(40)]
+    received: dict[str, list[dict[str, Any]]] = {client.id: [] for client in clients}
+
+    async def read_every_second() -> None:
+        # Clients that read: one that does not would only get the latest update per topic.
+        while True:
+            await trio.sleep(1)
+            for client in clients:
+                received[client.id] += sent_messages(client)
+
     broadcaster = make_broadcaster(hub, source, "overview", "regressions", "idle")
-    await run_for(broadcaster, 3 * INTERVAL_S + 1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_every_second)
+        await run_for(broadcaster, 3 * INTERVAL_S + 1)
+        nursery.cancel_scope.cancel()
     # One immediate refresh when each topic got its first subscriber, then one per tick.
     assert source.count("q:overview") == 1 + 3
     assert source.count("q:regressions") == 1 + 3
     assert source.count("q:idle") == 0
     for client in clients:
-        updates = [m for m in sent_messages(client) if m["type"] == "metrics_update"]
+        messages = received[client.id] + sent_messages(client)
+        updates = [m for m in messages if m["type"] == "metrics_update"]
         assert [(m["topic"], m["seq"]) for m in updates if m["topic"] == "overview"] == [
             ("overview", 1),
             ("overview", 2),

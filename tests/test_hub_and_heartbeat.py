@@ -6,9 +6,9 @@ import pytest
 import trio
 import trio.testing
 
-from broadcaster.connection import Frame
+from broadcaster.frames import Frame
 from broadcaster.heartbeat import sweep_heartbeats, sweep_once
-from broadcaster.protocol import CloseCode
+from broadcaster.protocol import CloseCode, ErrorCode
 from tests.fakes import make_hub, open_connection, sent_messages
 
 TIMEOUT_S = 45.0
@@ -49,18 +49,48 @@ async def test_sweeper_runs_every_interval(autojump_clock: trio.testing.MockCloc
         nursery.cancel_scope.cancel()
 
 
-async def test_full_outbox_closes_only_the_slow_client() -> None:
+async def test_client_behind_gets_the_latest_update_per_topic_not_a_backlog() -> None:
+    # A connection with no socket queues everything: a client that reads nothing.
+    hub = make_hub(["overview", "regressions"], defaults=["overview", "regressions"], outbox=4)
+    behind, reading = open_connection(hub), open_connection(hub)
+    sent_messages(behind)
+    delivered_to_reading = 0
+    for seq in range(1, 11):
+        for topic in ("overview", "regressions"):
+            hub.publish(topic, Frame(f'{{"type":"metrics_update","seq":{seq}}}', topic=topic))
+        delivered_to_reading += len(sent_messages(reading))
+    assert delivered_to_reading == 1 + 20  # the welcome, then every update
+    assert [m["seq"] for m in sent_messages(behind)] == [10, 10]  # one per topic, the newest
+    assert behind.outbound.replaced_updates == 18
+    assert hub.totals.replaced_updates == 18
+    assert behind.close_code is None  # replaced updates never pile up: not too slow
+
+
+async def test_backlog_over_the_message_limit_closes_only_the_slow_client() -> None:
     hub = make_hub(["overview"], defaults=["overview"], outbox=4)
     slow, fast = open_connection(hub), open_connection(hub)
-    delivered_to_fast = 0
-    for seq in range(10):
-        frame = Frame(f'{{"type":"metrics_update","seq":{seq}}}', is_update=True)
-        hub.publish("overview", frame)
-        delivered_to_fast += len(sent_messages(fast))
+    for number in range(5):  # errors are not replaced: they pile up
+        for connection in (slow, fast):
+            connection.send_error(ErrorCode.INVALID_MESSAGE, f"bad message {number}")
+        assert len(sent_messages(fast)) >= 1
     assert slow.close_code == CloseCode.SLOW_CONSUMER
+    assert slow.close_reason == "slow consumer: more than 4 messages pending"
     assert hub.totals.slow_consumers_closed == 1
     assert fast.close_code is None
-    assert delivered_to_fast == 1 + 10  # the welcome, then every update
+    # What was pending gave way to the close frame.
+    assert [type(item).__name__ for item in slow.drain()] == ["CloseFrame"]
+
+
+async def test_backlog_over_the_byte_limit_closes_the_slow_client() -> None:
+    hub = make_hub(["a", "b", "c"], defaults=["a", "b", "c"], max_pending_bytes=4096)
+    slow = open_connection(hub)
+    padding = "x" * 1500
+    for topic in ("a", "b"):
+        hub.publish(topic, Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic=topic))
+    assert slow.close_code is None
+    hub.publish("c", Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic="c"))
+    assert slow.close_code == CloseCode.SLOW_CONSUMER
+    assert slow.close_reason == "slow consumer: more than 4096 bytes pending"
 
 
 async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
@@ -83,7 +113,7 @@ async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
 async def test_shutdown_drops_backlog_and_queues_message_then_close(outbox: int) -> None:
     hub = make_hub(["overview"], defaults=["overview"], outbox=outbox)
     connection = open_connection(hub)
-    hub.publish("overview", Frame('{"type":"metrics_update"}', is_update=True))
+    hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
     hub.shutdown_all("server shutting down", 2000)
     queued = connection.drain()
     assert len(queued) == 2

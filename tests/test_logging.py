@@ -10,7 +10,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
-from broadcaster.connection import Frame
+from broadcaster.frames import Frame
 from broadcaster.protocol import CloseCode
 from broadcaster.source_health import SourceHealth
 from broadcaster.stats import log_stats
@@ -29,7 +29,7 @@ async def test_one_stats_line_per_interval_only_while_clients_are_connected(
             )
             await trio.sleep(150)  # two intervals with nobody connected: no line
             connection = open_connection(hub)
-            hub.publish("overview", Frame('{"type":"metrics_update"}', is_update=True))
+            hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
             await trio.sleep(60)  # the line at 180 s
             connection.terminate(CloseCode.NORMAL, "bye")
             hub.close(connection)

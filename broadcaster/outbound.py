@@ -1,0 +1,210 @@
+"""One connection's ordered output: written at once while the kernel takes it, queued when not.
+
+Every frame for a client (welcome, pongs, pings, errors, updates, the close frame) goes
+through :meth:`Outbound.push`, so frames never interleave. While nothing is queued, ``push``
+writes the frame's bytes to the socket with one non-blocking ``os.write``: no task switch and
+no Trio checkpoint, which is what lets the broadcast write one shared frame to thousands of
+clients in a single synchronous loop. What the kernel does not take is queued and written
+by a flusher task that waits for the socket to become writable; it exists only while
+output is queued.
+
+A client that is behind wants the newest value, not a backlog: while an update of a topic
+is queued and not yet started, a newer update of that topic replaces it (latest wins) and
+is counted in ``replaced_updates``. A client whose queue still grows past ``max_items``
+frames or ``max_bytes`` bytes, or whose socket takes nothing for ``stall_timeout_s``, is
+reported through ``on_slow``; the owner closes it. Nothing here ever waits on the client.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+
+import trio
+
+from broadcaster.frames import Frame, Outgoing
+
+
+class Outbound:
+    """The pending output of one connection and the task that flushes it."""
+
+    def __init__(
+        self,
+        *,
+        max_items: int,
+        max_bytes: int,
+        stall_timeout_s: float,
+        on_slow: Callable[[str], None],
+        on_broken: Callable[[], None],
+        on_replaced: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.stall_timeout_s = stall_timeout_s
+        self.replaced_updates = 0
+        self._on_slow = on_slow
+        self._on_broken = on_broken
+        self._on_replaced = on_replaced
+        self._queue: deque[Outgoing] = deque()
+        self._head_written = 0  # bytes of _queue[0] the kernel already took
+        self._queued_bytes = 0  # bytes in _queue not yet written
+        self._unstarted_update: dict[str, Frame] = {}  # topic -> its queued, unstarted update
+        self._fd = -1  # -1: not attached (everything queues) or broken (nothing is written)
+        self._nursery: trio.Nursery | None = None
+        self._flushing = False
+        self._drained = trio.Event()
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def pending_items(self) -> int:
+        """Frames queued, including one partly written."""
+        return len(self._queue)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet taken by the kernel."""
+        return self._queued_bytes
+
+    # --- attaching a socket ------------------------------------------------------------------
+
+    def attach(self, fd: int, nursery: trio.Nursery) -> None:
+        """Start writing to ``fd`` (a non-blocking socket), flushing in ``nursery`` if needed.
+
+        Frames pushed before (the welcome) are written now.
+        """
+        self._fd = fd
+        self._nursery = nursery
+        self._write_queued()
+        self._flush_later()
+
+    def detach(self) -> None:
+        """Stop writing: the socket is about to close. Queued frames stay (see ``drain``)."""
+        self._fd = -1
+        self._nursery = None
+        self._drained.set()
+
+    # --- the ordered path --------------------------------------------------------------------
+
+    def push(self, item: Outgoing) -> None:
+        """Write ``item`` now if nothing is queued before it, else queue it. Never blocks."""
+        if self._queue or self._fd < 0:
+            self._enqueue(item)
+            return
+        wire = item.wire
+        written = self._write(wire)
+        if written < 0 or written == len(wire):
+            return
+        # The kernel took part of it: the rest must follow before any other frame.
+        self._queue.append(item)
+        self._head_written = written
+        self._queued_bytes += len(wire) - written
+        self._check_limits()
+        self._flush_later()
+
+    def _enqueue(self, item: Outgoing) -> None:
+        if isinstance(item, Frame) and item.topic is not None:
+            topic = item.topic
+            replaced = self._unstarted_update.pop(topic, None)
+            if replaced is not None:
+                self._queue.remove(replaced)
+                self._queued_bytes -= len(replaced.wire)
+                self.replaced_updates += 1
+                self._on_replaced()
+            self._unstarted_update[topic] = item
+        self._queue.append(item)
+        self._queued_bytes += len(item.wire)
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        if len(self._queue) > self.max_items:
+            self._on_slow(f"more than {self.max_items} messages pending")
+        elif self._queued_bytes > self.max_bytes:
+            self._on_slow(f"more than {self.max_bytes} bytes pending")
+
+    def discard_unsent(self) -> None:
+        """Drop every queued frame except one the kernel has started to take."""
+        keep = self._queue[0] if self._queue and self._head_written else None
+        self._queue.clear()
+        self._unstarted_update.clear()
+        self._queued_bytes = 0
+        if keep is not None:
+            self._queue.append(keep)
+            self._queued_bytes = len(keep.wire) - self._head_written
+
+    def drain(self) -> list[Outgoing]:
+        """Take every queued frame out, unsent (for a connection with no socket yet)."""
+        taken = list(self._queue)
+        self._queue.clear()
+        self._unstarted_update.clear()
+        self._queued_bytes = self._head_written = 0
+        return taken
+
+    async def wait_drained(self) -> None:
+        """Return once everything queued is written, or the socket is detached or broken."""
+        while self._queue and self._fd >= 0:
+            self._drained = trio.Event()
+            await self._drained.wait()
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def _write(self, data: bytes | memoryview) -> int:
+        """``os.write`` to the socket: bytes taken, 0 if none fit, -1 if the peer is gone."""
+        try:
+            return os.write(self._fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError:  # EPIPE, ECONNRESET: the peer is gone; the reader sees it too
+            self._fd = -1
+            self._queue.clear()
+            self._unstarted_update.clear()
+            self._queued_bytes = 0
+            self._drained.set()
+            self._on_broken()
+            return -1
+
+    def _write_queued(self) -> bool:
+        """Write queued frames in order until the kernel stops taking; whether any byte went."""
+        progressed = False
+        while self._queue and self._fd >= 0:
+            head = self._queue[0]
+            topic = head.topic if isinstance(head, Frame) else None
+            if topic is not None and self._unstarted_update.get(topic) is head:
+                del self._unstarted_update[topic]  # started: no longer replaceable
+            data = memoryview(head.wire)[self._head_written :]
+            written = self._write(data)
+            if written <= 0:
+                return progressed
+            progressed = True
+            self._queued_bytes -= written
+            if written < len(data):
+                self._head_written += written
+                return progressed
+            self._queue.popleft()
+            self._head_written = 0
+        self._drained.set()
+        return progressed
+
+    def _flush_later(self) -> None:
+        if self._queue and not self._flushing and self._nursery is not None:
+            self._flushing = True
+            self._nursery.start_soon(self._flush)
+
+    async def _flush(self) -> None:
+        """Wait for room in the socket and write, until the queue is empty."""
+        try:
+            stalled_since = trio.current_time()
+            while self._queue and self._fd >= 0:
+                deadline = stalled_since + self.stall_timeout_s
+                with trio.move_on_at(deadline) as waiting:
+                    await trio.lowlevel.wait_writable(self._fd)
+                if waiting.cancelled_caught:
+                    stalled_ms = round((trio.current_time() - stalled_since) * 1000)
+                    self._on_slow(f"the client took no data for {stalled_ms} ms")
+                    stalled_since = trio.current_time()
+                    continue
+                if self._write_queued():
+                    stalled_since = trio.current_time()
+        finally:
+            self._flushing = False
