@@ -83,8 +83,6 @@ class Connection:
     max_message_bytes: int = 65536
     last_activity: float = field(default_factory=trio.current_time)
     connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    last_broadcast_unix_ms: int | None = None
-    broadcast_count: int = 0
     error_count: int = 0
     last_error: str | None = None
     last_ping_rtt_ms: float | None = None
@@ -121,8 +119,7 @@ class Connection:
             return False
         self.outbound.push(frame)
         if frame.topic is not None:
-            self.broadcast_count += 1
-            self.last_broadcast_unix_ms = int(time.time() * 1000)
+            self.outbound.count_update(int(time.time() * 1000))
         return True
 
     def send_error(self, code: ErrorCode, message: str, **extra: Any) -> None:
@@ -147,6 +144,7 @@ class Connection:
     def abort(self, code: CloseCode, reason: str) -> None:
         """Cut the connection now, without a close handshake."""
         self._set_close(code, reason, "server")
+        self.outbound.stop_accepting()
         self._scope.cancel()
 
     def drain(self) -> list[Outgoing]:
@@ -220,7 +218,7 @@ class Connection:
                     if size > self.max_message_bytes:
                         self._close(
                             CloseCode.MESSAGE_TOO_BIG,
-                            f"message over {self.max_message_bytes} bytes",
+                            f"Exceeded maximum message size: {self.max_message_bytes} bytes",
                             final=None,
                         )
                         continue
@@ -320,6 +318,17 @@ class Connection:
     def _set_close(self, code: int, reason: str, by: str) -> None:
         if self.close_code is None:
             self.close_code, self.close_reason, self.closed_by = int(code), reason, by
+            self.outbound.stop_accepting()
+
+    @property
+    def broadcast_count(self) -> int:
+        """Updates handed to this connection: sent, queued, or queued and since replaced."""
+        return self.outbound.updates
+
+    @property
+    def last_broadcast_unix_ms(self) -> int | None:
+        """When the last update was handed to this connection."""
+        return self.outbound.last_update_unix_ms
 
     def summary(self) -> dict[str, Any]:
         """The connection as reported by the status API and the disconnect log line."""

@@ -20,6 +20,7 @@ import trio
 from broadcaster import protocol
 from broadcaster.connection import ClientInfo, Connection, OutputLimits
 from broadcaster.frames import Frame
+from broadcaster.outbound import Outbound, fan_out
 from broadcaster.protocol import CloseCode, ErrorCode
 from broadcaster.rate_limit import TokenBucket
 
@@ -71,7 +72,8 @@ class Hub:
         self.client_message_burst = client_message_burst
         self.connections: dict[str, Connection] = {}
         self.totals = Totals()
-        self._subscribers: dict[str, set[Connection]] = {topic: set() for topic in self.topics}
+        # Per topic, its subscribers' output paths, which the fan-out loop walks.
+        self._subscribers: dict[str, dict[Connection, Outbound]] = {t: {} for t in self.topics}
         self._latest: dict[str, tuple[Frame, float]] = {}  # frame, trio.current_time()
         self._refresh_pending: set[str] = set()
         self._refresh_send, self.refresh_requests = trio.open_memory_channel[str](
@@ -133,7 +135,7 @@ class Hub:
         if self.connections.pop(connection.id, None) is None:
             return
         for topic in connection.subscriptions:
-            self._subscribers[topic].discard(connection)
+            self._subscribers[topic].pop(connection, None)
         self.totals.connections_closed += 1
         if connection.close_code == CloseCode.MESSAGE_TOO_BIG:
             self.totals.oversized_messages += 1
@@ -203,7 +205,7 @@ class Hub:
             return
         for topic in known:
             connection.subscriptions.discard(topic)
-            self._subscribers[topic].discard(connection)
+            self._subscribers[topic].pop(connection, None)
         connection.offer(Frame(protocol.subscription_confirmed(sorted(connection.subscriptions))))
 
     def _report_unknown(
@@ -229,7 +231,7 @@ class Hub:
         for topic in topics:
             subscribers = self._subscribers[topic]
             first = not subscribers
-            subscribers.add(connection)
+            subscribers[connection] = connection.outbound
             connection.subscriptions.add(topic)
             if topic in self._refresh_pending:
                 continue
@@ -263,22 +265,18 @@ class Hub:
         return {topic: len(subscribers) for topic, subscribers in self._subscribers.items()}
 
     def publish(self, topic: str, frame: Frame) -> int:
-        """Offer ``frame`` to every subscriber of ``topic`` without waiting; return the takers.
+        """Hand an update to every subscriber of ``topic`` without waiting; return the takers.
 
-        A ``metrics_update`` frame also becomes the topic's latest value.
+        The frame also becomes the topic's latest value.
         """
-        if frame.is_update:
-            self._latest[topic] = (frame, trio.current_time())
-        delivered = 0
-        for connection in self._subscribers.get(topic, ()):
-            if connection.offer(frame):
-                delivered += 1
-        if frame.is_update:
-            self.totals.broadcasts += delivered
+        assert frame.topic == topic, "publish takes a metrics_update of its topic"
+        self._latest[topic] = (frame, trio.current_time())
+        delivered = fan_out(self._subscribers[topic].values(), frame, int(time.time() * 1000))
+        self.totals.broadcasts += delivered
         return delivered
 
     def publish_error(self, topic: str, frame: Frame, description: str) -> None:
         """Offer an ``error`` frame to a topic's subscribers, counting it against each."""
-        for connection in self._subscribers.get(topic, ()):
+        for connection in list(self._subscribers.get(topic, ())):
             if connection.offer(frame):
                 connection.note_error(description)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import trio
 
@@ -28,6 +28,28 @@ from broadcaster.frames import Frame, Outgoing
 
 class Outbound:
     """The pending output of one connection and the task that flushes it."""
+
+    __slots__ = (
+        "_drained",
+        "_fd",
+        "_flushing",
+        "_head_written",
+        "_nursery",
+        "_on_broken",
+        "_on_replaced",
+        "_on_slow",
+        "_queue",
+        "_queued_bytes",
+        "_unstarted_update",
+        "accepting",
+        "direct_fd",
+        "last_update_unix_ms",
+        "max_bytes",
+        "max_items",
+        "replaced_updates",
+        "stall_timeout_s",
+        "updates",
+    )
 
     def __init__(
         self,
@@ -43,6 +65,12 @@ class Outbound:
         self.max_bytes = max_bytes
         self.stall_timeout_s = stall_timeout_s
         self.replaced_updates = 0
+        self.updates = 0  # metrics_update frames handed over (sent, queued or since replaced)
+        self.last_update_unix_ms: int | None = None
+        self.accepting = True  # False once closing: no more updates
+        # The socket while an update can be written at once (attached, accepting, nothing
+        # queued), else -1: the one attribute the fan-out loop reads before writing.
+        self.direct_fd = -1
         self._on_slow = on_slow
         self._on_broken = on_broken
         self._on_replaced = on_replaced
@@ -78,12 +106,28 @@ class Outbound:
         self._nursery = nursery
         self._write_queued()
         self._flush_later()
+        self._update_direct()
 
     def detach(self) -> None:
         """Stop writing: the socket is about to close. Queued frames stay (see ``drain``)."""
         self._fd = -1
+        self.direct_fd = -1
         self._nursery = None
         self._drained.set()
+
+    def stop_accepting(self) -> None:
+        """Closing: updates are refused from now on (the close frame still goes out)."""
+        self.accepting = False
+        self.direct_fd = -1
+
+    def count_update(self, unix_ms: int) -> None:
+        """An update was handed over outside :func:`fan_out` (a cached value on subscribe)."""
+        self.updates += 1
+        self.last_update_unix_ms = unix_ms
+
+    def _update_direct(self) -> None:
+        ready = self.accepting and not self._queue and self._fd >= 0
+        self.direct_fd = self._fd if ready else -1
 
     # --- the ordered path --------------------------------------------------------------------
 
@@ -96,10 +140,14 @@ class Outbound:
         written = self._write(wire)
         if written < 0 or written == len(wire):
             return
-        # The kernel took part of it: the rest must follow before any other frame.
+        self._keep_rest(item, written)
+
+    def _keep_rest(self, item: Outgoing, written: int) -> None:
+        """The kernel took part of ``item``: the rest must follow before any other frame."""
         self._queue.append(item)
+        self.direct_fd = -1
         self._head_written = written
-        self._queued_bytes += len(wire) - written
+        self._queued_bytes += len(item.wire) - written
         self._check_limits()
         self._flush_later()
 
@@ -114,6 +162,7 @@ class Outbound:
                 self._on_replaced()
             self._unstarted_update[topic] = item
         self._queue.append(item)
+        self.direct_fd = -1
         self._queued_bytes += len(item.wire)
         self._check_limits()
 
@@ -156,13 +205,19 @@ class Outbound:
         except BlockingIOError:
             return 0
         except OSError:  # EPIPE, ECONNRESET: the peer is gone; the reader sees it too
-            self._fd = -1
-            self._queue.clear()
-            self._unstarted_update.clear()
-            self._queued_bytes = 0
-            self._drained.set()
-            self._on_broken()
+            self._lost()
             return -1
+
+    def _lost(self) -> None:
+        """The peer is gone: drop what is queued, write nothing more, tell the owner."""
+        if self._fd < 0:
+            return
+        self._fd = self.direct_fd = -1
+        self._queue.clear()
+        self._unstarted_update.clear()
+        self._queued_bytes = self._head_written = 0
+        self._drained.set()
+        self._on_broken()
 
     def _write_queued(self) -> bool:
         """Write queued frames in order until the kernel stops taking; whether any byte went."""
@@ -184,6 +239,7 @@ class Outbound:
             self._queue.popleft()
             self._head_written = 0
         self._drained.set()
+        self._update_direct()
         return progressed
 
     def _flush_later(self) -> None:
@@ -208,3 +264,36 @@ class Outbound:
                     stalled_since = trio.current_time()
         finally:
             self._flushing = False
+
+
+def fan_out(outbounds: Iterable[Outbound], frame: Frame, unix_ms: int) -> int:
+    """Hand one update to many connections without waiting; return how many took it.
+
+    The broadcast's hot loop, kept to one object per connection: a connection with nothing
+    queued gets the shared frame written at once; one that is behind has it queued (where it
+    replaces an older unsent update of the topic); a closing one is skipped.
+    """
+    wire = frame.wire
+    size = len(wire)
+    write = os.write
+    delivered = 0
+    for out in outbounds:
+        fd = out.direct_fd
+        if fd >= 0:
+            try:
+                written = write(fd, wire)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                out._lost()
+                continue
+            if written != size:
+                out._keep_rest(frame, written)
+        elif out.accepting:
+            out._enqueue(frame)
+        else:
+            continue
+        out.updates += 1
+        out.last_update_unix_ms = unix_ms
+        delivered += 1
+    return delivered
