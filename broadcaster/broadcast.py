@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +72,11 @@ class Broadcaster:
         *,
         interval_s: float,
         query_timeout_s: float,
+        after_tick: Callable[[], None] = lambda: None,
     ) -> None:
+        """``after_tick`` runs once each tick has published (the service collects garbage)."""
         self._hub = hub
+        self._after_tick = after_tick
         self._source = source
         self._topics = topics
         self._health = health
@@ -95,6 +98,7 @@ class Broadcaster:
         while True:
             await trio.sleep_until(next_tick)
             await self.tick()
+            self._after_tick()
             next_tick += self._interval_s
             behind = trio.current_time() - next_tick
             if behind >= 0:

@@ -33,6 +33,7 @@ from broadcaster.broadcast import Broadcaster
 from broadcaster.config import Settings
 from broadcaster.connection import OutputLimits
 from broadcaster.fd_limit import FdLimit, raise_fd_limit
+from broadcaster.gc_pacing import GcPacer
 from broadcaster.heartbeat import sweep_heartbeats
 from broadcaster.http import create_app
 from broadcaster.hub import Hub
@@ -123,8 +124,20 @@ async def serve(
         ConfigError: the topics file or the default topics are invalid (before anything starts).
         OSError: a port cannot be bound.
     """
-    stop = stop or trio.Event()
     _report_fd_limit(raise_fd_limit(), settings.max_connections)
+    with GcPacer() as gc_pacer:
+        await _serve(settings, stop or trio.Event(), handle_signals, source, gc_pacer, task_status)
+
+
+async def _serve(
+    settings: Settings,
+    stop: trio.Event,
+    handle_signals: bool,
+    source: MetricsSource | None,
+    gc_pacer: GcPacer,
+    task_status: trio.TaskStatus[RunningService],
+) -> None:
+    """The service itself, inside the process-wide settings that ``serve`` makes."""
     catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
     async with httpx.AsyncClient(timeout=timeout) as client:
@@ -161,6 +174,7 @@ async def serve(
             health,
             interval_s=interval_s,
             query_timeout_s=settings.query_timeout_ms / 1000,
+            after_tick=gc_pacer.after_tick,
         )
         http_stop = trio.Event()
         servers, background = _TaskSet(), _TaskSet()

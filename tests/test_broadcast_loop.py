@@ -22,7 +22,7 @@ INTERVAL_S = 10.0
 TIMEOUT_S = 5.0
 
 
-def make_broadcaster(hub: Hub, source: FakeSource, *names: str) -> Broadcaster:
+def make_broadcaster(hub: Hub, source: FakeSource, *names: str, **options: Any) -> Broadcaster:
     health = SourceHealth(source, max_age_s=2 * INTERVAL_S, ping_timeout_s=TIMEOUT_S)
     return Broadcaster(
         hub,
@@ -31,6 +31,7 @@ def make_broadcaster(hub: Hub, source: FakeSource, *names: str) -> Broadcaster:
         health,
         interval_s=INTERVAL_S,
         query_timeout_s=TIMEOUT_S,
+        **options,
     )
 
 
