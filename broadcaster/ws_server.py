@@ -132,7 +132,10 @@ async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
                     handshake.send(
                         RejectConnection(
                             status_code=404,
-                            headers=[(b"content-type", b"text/plain; charset=utf-8")],
+                            headers=[
+                                (b"content-type", b"text/plain; charset=utf-8"),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
                             has_body=True,
                         )
                     )

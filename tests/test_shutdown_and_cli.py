@@ -6,7 +6,9 @@ influxd, with real clients over loopback, and is stopped with real signals.
 
 from __future__ import annotations
 
+import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -21,6 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from broadcaster.cli import build_parser, settings_from
+from broadcaster.fd_limit import RESERVED_FDS
 from tests.influxd import Influxd, free_ports
 from tests.wsclient import connect, eventually, next_message, raw_handshake
 
@@ -104,7 +107,15 @@ def test_port_in_use_is_one_line_and_exit_1() -> None:
 class ServiceProcess:
     """``python -m broadcaster serve`` on free ports, its log in a file."""
 
-    def __init__(self, influxd: Influxd, influx_db: str, log_path: Path, **flags: Any) -> None:
+    def __init__(
+        self,
+        influxd: Influxd,
+        influx_db: str,
+        log_path: Path,
+        open_files: tuple[int, int] | None = None,
+        **flags: Any,
+    ) -> None:
+        """``open_files``: the (soft, hard) RLIMIT_NOFILE the process starts with."""
         self.ws_port, self.http_port = free_ports(2)
         self.log_path = log_path
         args = {
@@ -118,8 +129,15 @@ class ServiceProcess:
         command = [sys.executable, "-m", "broadcaster", "serve"]
         for name, value in args.items():
             command += [f"--{name}", str(value)]
+
+        def limit_open_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, open_files)
+
         with log_path.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_open_files
+            )
 
     @property
     def url(self) -> str:
@@ -156,9 +174,9 @@ def service_process(
 ) -> Iterator[type[ServiceProcess]]:
     started: list[ServiceProcess] = []
 
-    def start(**flags: Any) -> ServiceProcess:
+    def start(open_files: tuple[int, int] | None = None, **flags: Any) -> ServiceProcess:
         log_path = tmp_path / f"service{len(started)}.log"
-        process = ServiceProcess(influxd, influx_db, log_path, **flags)
+        process = ServiceProcess(influxd, influx_db, log_path, open_files, **flags)
         started.append(process)
         return process
 
@@ -216,3 +234,20 @@ async def test_second_signal_exits_at_once(service_process: Any) -> None:
     finally:
         stuck.close()
     assert returncode == 128 + signal.SIGINT
+
+
+async def test_startup_raises_the_open_file_limit_and_says_how_many_clients_fit(
+    service_process: Any,
+) -> None:
+    service = service_process(open_files=(256, 2048), **{"max-connections": 5000})
+    try:
+        await service.ready()
+        (line,) = [json.loads(x) for x in service.log().splitlines() if "open-file limit" in x]
+    finally:
+        service.process.send_signal(signal.SIGTERM)
+    assert await service.wait_exit(15) == 0
+    assert line["soft_limit_before"] == 256
+    assert line["soft_limit"] == 2048
+    assert line["connection_capacity"] == 2048 - RESERVED_FDS
+    assert line["max_connections"] == 5000
+    assert line["level"] == "warning"  # 5000 connections would not fit: said at startup
