@@ -21,7 +21,12 @@ from broadcaster.client import (
     open_client,
     quality_for_rtt,
 )
-from broadcaster.client.backoff import HeartbeatPolicy, backoff_delay_s, reconnect_wait_s
+from broadcaster.client.backoff import (
+    HeartbeatPolicy,
+    backoff_delay_s,
+    planned_wait_s,
+    reconnect_wait_s,
+)
 from tests.client_fakes import fake_broadcaster, within_virtual_s
 
 VIRTUAL_DEADLINE_S = 3600
@@ -53,6 +58,21 @@ def test_jitter_is_within_0_and_ratio_times_delay() -> None:
         assert delay * 1.48 < max(waits) <= delay * 1.5
     no_jitter = ReconnectPolicy(jitter_ratio=0)
     assert reconnect_wait_s(no_jitter, 2, rng) == 10
+
+
+def test_planned_wait_has_a_jitter_floor_so_zero_still_spreads() -> None:
+    """``--reconnect-after-ms 0``: without a floor every client would come back at once."""
+    policy = ReconnectPolicy()
+    rng = random.Random(2)
+    for after_s in (0.0, 0.5):
+        waits = [planned_wait_s(policy, after_s, rng) for _ in range(2000)]
+        assert after_s <= min(waits) < after_s + 0.02
+        assert after_s + 0.98 < max(waits) <= after_s + 1.0  # 0.5 * 2 s floor
+    # From the floor up, the jitter is a share of reconnectAfterMs, as before.
+    waits = [planned_wait_s(policy, 4.0, rng) for _ in range(2000)]
+    assert min(waits) >= 4.0
+    assert 5.96 < max(waits) <= 6.0
+    assert planned_wait_s(ReconnectPolicy(jitter_ratio=0), 0.0, rng) == 0.0
 
 
 @pytest.mark.parametrize(

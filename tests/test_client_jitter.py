@@ -101,3 +101,23 @@ async def test_herd_told_server_shutdown_comes_back_spread_over_the_jitter(
     assert spread > 0.8
     # Uniform over 1 s gives 20 per 100 ms on average.
     assert busiest <= 40
+
+
+@within_virtual_s(VIRTUAL_DEADLINE_S)
+async def test_herd_told_to_come_back_at_once_still_spreads_over_the_jitter_floor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """``--reconnect-after-ms 0`` is allowed: the jitter then comes from its 2 s floor."""
+
+    async def shut_down_all(server: FakeBroadcaster) -> None:
+        async with trio.open_nursery() as nursery:
+            for side in list(server.connections):
+                nursery.start_soon(side.shutdown, 0)
+
+    offsets = await reconnect_offsets(shut_down_all)
+    spread, busiest = report("server_shutdown (reconnectAfterMs 0 + jitter up to 1 s)", offsets)
+    # Without the floor all 200 would come back in the instant of the shutdown.
+    assert all(0.0 <= offset <= 1.0 for offset in offsets)
+    assert len(set(offsets)) == CLIENTS
+    assert spread > 0.8
+    assert busiest <= 40

@@ -9,12 +9,21 @@ The schedule, with the defaults (base 5 s, cap 30 s, jitter ratio 0.5)::
     attempt k:   1      2       3       4       5
     delay:       5 s    10 s    20 s    30 s    30 s     min(cap, base * 2**(k-1))
     waited:      delay + uniform(0, jitter_ratio * delay)
+
+After a ``server_shutdown`` the wait is the server's ``reconnectAfterMs`` plus
+``uniform(0, jitter_ratio * max(reconnectAfterMs, 2 s))``: the jitter has a floor, because
+the service accepts ``--reconnect-after-ms 0``, and jitter proportional to 0 would bring every
+client back in the same instant (a reconnect storm on the restarted service).
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
+PLANNED_JITTER_FLOOR_S = 2.0
+"""The smallest delay the jitter of a planned reconnection is a share of: with the default
+ratio 0.5, clients told to come back at once still spread over 1 s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +103,15 @@ def reconnect_wait_s(policy: ReconnectPolicy, attempt: int, rng: random.Random) 
 
 
 def planned_wait_s(policy: ReconnectPolicy, reconnect_after_s: float, rng: random.Random) -> float:
-    """What to sleep after a ``server_shutdown``: its ``reconnectAfterMs`` plus jitter."""
-    return with_jitter(max(0.0, reconnect_after_s), policy.jitter_ratio, rng)
+    """What to sleep after a ``server_shutdown``: its ``reconnectAfterMs`` plus
+    ``uniform(0, jitter_ratio * max(reconnectAfterMs, PLANNED_JITTER_FLOOR_S))``.
+
+    The floor keeps a short or zero ``reconnectAfterMs`` from sending every client back at
+    the same instant; with a ``reconnectAfterMs`` of at least the floor nothing changes.
+    """
+    after_s = max(0.0, reconnect_after_s)
+    spread_s = policy.jitter_ratio * max(after_s, PLANNED_JITTER_FLOOR_S)
+    return after_s + rng.uniform(0.0, spread_s)
 
 
 def probe_wait_s(policy: ReconnectPolicy, rng: random.Random) -> float:

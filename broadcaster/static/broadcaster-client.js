@@ -15,9 +15,10 @@
 //   failed reconnect attempts in a row the state is "server_down" (an open circuit breaker):
 //   one probe every probeIntervalMs plus jitter (half-open) until one gets a welcome.
 // - After `server_shutdown`, the next attempt waits reconnectAfterMs plus jitter
-//   random() * jitterRatio * reconnectAfterMs instead of the backoff delay (status.planned);
-//   like the first connection and the probes, it is not counted: if it fails, the next is
-//   reconnect attempt 1.
+//   random() * jitterRatio * max(reconnectAfterMs, PLANNED_JITTER_FLOOR_MS) instead of the
+//   backoff delay (status.planned). The floor matters when the server says 0: without it
+//   every client would come back in the same instant. Like the first connection and the
+//   probes, it is not counted: if it fails, the next is reconnect attempt 1.
 // - While connected, a `ping` every pingIntervalMs (the first right after the welcome); no
 //   `pong` within pongTimeoutMs closes the socket and reconnects. An attempt with no welcome
 //   within connectTimeoutMs fails.
@@ -46,6 +47,13 @@ export const DEFAULT_OPTIONS = Object.freeze({
   setTimeout: null, // default: globalThis.setTimeout
   clearTimeout: null, // default: globalThis.clearTimeout
 });
+
+/**
+ * The smallest delay the jitter of a planned reconnection (after `server_shutdown`) is a share
+ * of: the server may say reconnectAfterMs 0, and with the default jitterRatio 0.5 the clients
+ * still spread over 1 s instead of all coming back at once. Same as the Python client's.
+ */
+export const PLANNED_JITTER_FLOOR_MS = 2000;
 
 /** Connection states, as `status.state`. */
 export const State = Object.freeze({
@@ -397,8 +405,9 @@ export class BroadcasterClient extends EventTarget {
       lastClose: { code: close.code, reason: close.reason, welcomed },
     };
     if (reconnectAfterMs !== null) {
-      // server_shutdown: the server's delay replaces the backoff.
-      this._schedule(Next.PLANNED, jittered(reconnectAfterMs), {
+      // server_shutdown: the server's delay replaces the backoff; its jitter has a floor.
+      const spreadMs = jitterRatio * Math.max(reconnectAfterMs, PLANNED_JITTER_FLOOR_MS);
+      this._schedule(Next.PLANNED, reconnectAfterMs + this._random() * spreadMs, {
         ...lost,
         state: State.RECONNECTING,
         attempt: 0,

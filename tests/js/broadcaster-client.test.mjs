@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 
 import {
   BroadcasterClient,
+  PLANNED_JITTER_FLOOR_MS,
   backoffDelayMs,
   rttQuality,
   statusLabel,
@@ -171,6 +172,39 @@ describe("server_shutdown", () => {
     last().accept();
     assert.equal(client.status.state, "connected");
     client.close();
+  });
+
+  test("reconnectAfterMs 0 still gets jitter, from a 2000 ms floor", () => {
+    const { client, clock, last } = makeClient({ random: () => 0.5 });
+    client.connect();
+    last().accept();
+    last().receive({ type: "server_shutdown", reason: "x", reconnectAfterMs: 0 });
+    last().serverClose(1001, "server shutting down");
+    assert.equal(PLANNED_JITTER_FLOOR_MS, 2000);
+    assert.equal(client.status.planned, true);
+    assert.equal(clock.nextDelay(), 0.5 * 0.5 * 2000);
+    client.close();
+  });
+
+  test("a herd told reconnectAfterMs 0 spreads over [0, 1000] ms, not one instant", () => {
+    const random = seededRandom(20261129);
+    const clients = 1000;
+    const delays = [];
+    for (let i = 0; i < clients; i++) {
+      const { client, clock, last } = makeClient({ random });
+      client.connect();
+      last().accept();
+      last().receive({ type: "server_shutdown", reason: "x", reconnectAfterMs: 0 });
+      last().serverClose(1001, "server shutting down");
+      delays.push(clock.nextDelay());
+      client.close();
+    }
+    assert.ok(Math.min(...delays) >= 0);
+    assert.ok(Math.max(...delays) <= 1000);
+    assert.ok(new Set(delays).size > clients * 0.99, "nearly every client waits differently");
+    const buckets = Array(10).fill(0); // ten 100 ms buckets, about 100 clients each
+    for (const delay of delays) buckets[Math.min(9, Math.floor(delay / 100))]++;
+    for (const count of buckets) assert.ok(count >= 50 && count <= 150, `buckets: ${buckets}`);
   });
 
   test("a failed planned attempt is not counted: attempt 1 comes next", () => {
