@@ -329,3 +329,19 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
         wait_for_text(browser, "notice", lambda t: t == "", "no notice")
     finally:
         database.stop()
+
+
+def test_dashboard_ignores_query_options_the_client_would_refuse(
+    browser: WebDriver, start_service: StartService
+) -> None:
+    """``?baseDelayMs=0&probeIntervalMs=0`` would be a tight reconnect loop: the page ignores
+    both (with a console warning each) and connects with the defaults. No database needed."""
+    ws_port, http_port = free_ports(2)
+    start_service(ws_port, http_port, f"http://127.0.0.1:{free_port()}", "metrics")
+    browser.get(f"http://127.0.0.1:{http_port}/?baseDelayMs=0&probeIntervalMs=0&maxAttempts=7")
+    wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    options = browser.execute_script(
+        "const o = window.__dashboard.client.options;"
+        "return [o.baseDelayMs, o.probeIntervalMs, o.maxAttempts];"
+    )
+    assert options == [5000, 60000, 7]

@@ -45,7 +45,13 @@ async def http(service: RunningService) -> AsyncIterator[httpx.AsyncClient]:
 
 def test_static_files_are_inside_the_package() -> None:
     # The wheel packages the broadcaster directory, so the files ship with it.
-    for name in ("index.html", "dashboard.js", "dashboard.css", "broadcaster-client.js"):
+    for name in (
+        "index.html",
+        "dashboard.js",
+        "dashboard-options.js",
+        "dashboard.css",
+        "broadcaster-client.js",
+    ):
         assert (STATIC_DIR / name).is_file(), name
 
 
@@ -64,6 +70,7 @@ async def test_root_serves_the_dashboard_page(http: httpx.AsyncClient) -> None:
     [
         ("broadcaster-client.js", "text/javascript; charset=utf-8"),
         ("dashboard.js", "text/javascript; charset=utf-8"),
+        ("dashboard-options.js", "text/javascript; charset=utf-8"),
         ("dashboard.css", "text/css; charset=utf-8"),
         ("index.html", "text/html; charset=utf-8"),
     ],

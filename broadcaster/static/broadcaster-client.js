@@ -49,6 +49,67 @@ export const DEFAULT_OPTIONS = Object.freeze({
 });
 
 /**
+ * The longest delay a timer can have: browsers and Node run a setTimeout of more than
+ * 2 ** 31 - 1 ms (about 24.8 days) after 1 ms, which would turn a long wait into a tight loop.
+ */
+export const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/**
+ * The rule of each numeric option, as the Python client's ReconnectPolicy and HeartbeatPolicy
+ * check theirs. Why check: a page that passes values through (the dashboard reads its URL)
+ * must not be able to make the client reconnect in a tight loop with baseDelayMs 0 or
+ * probeIntervalMs 0, or with NaN, which setTimeout treats as 0.
+ */
+const NUMBER_RULES = Object.freeze({
+  baseDelayMs: { min: 0, exclusive: true, max: MAX_DELAY_MS },
+  maxDelayMs: { min: "baseDelayMs", max: MAX_DELAY_MS },
+  jitterRatio: { min: 0 },
+  maxAttempts: { min: 1, integer: true },
+  probeIntervalMs: { min: 0, exclusive: true, max: MAX_DELAY_MS },
+  connectTimeoutMs: { min: 0, exclusive: true, max: MAX_DELAY_MS },
+  pingIntervalMs: { min: 0, exclusive: true, max: MAX_DELAY_MS },
+  pongTimeoutMs: { min: 0, exclusive: true, max: MAX_DELAY_MS },
+  excellentRttMs: { min: 0 },
+  goodRttMs: { min: "excellentRttMs" },
+});
+const FUNCTION_OPTIONS = ["WebSocket", "random", "now", "setTimeout", "clearTimeout"];
+
+/**
+ * Check a full set of options (DEFAULT_OPTIONS merged with the caller's).
+ * @throws {TypeError} a numeric option that is not a number, or a hook that is not a function
+ * @throws {RangeError} a number outside its range, naming the option and the value
+ */
+export function checkOptions(options) {
+  for (const [name, rule] of Object.entries(NUMBER_RULES)) {
+    const value = options[name];
+    if (typeof value !== "number") {
+      throw new TypeError(`option ${name} must be a number, not ${describe(value)}`);
+    }
+    const min = typeof rule.min === "string" ? options[rule.min] : rule.min;
+    const minText = typeof rule.min === "string" ? `${rule.min} (${min})` : String(min);
+    let expected = null;
+    if (!Number.isFinite(value)) expected = "a finite number";
+    else if (rule.integer && !Number.isInteger(value)) expected = "an integer";
+    else if (rule.exclusive ? !(value > min) : !(value >= min)) {
+      expected = `${rule.exclusive ? ">" : ">="} ${minText}`;
+    } else if (rule.max !== undefined && value > rule.max) expected = `<= ${rule.max}`;
+    if (expected !== null) {
+      throw new RangeError(`option ${name} must be ${expected}, not ${describe(value)}`);
+    }
+  }
+  for (const name of FUNCTION_OPTIONS) {
+    const value = options[name];
+    if (value !== null && typeof value !== "function") {
+      throw new TypeError(`option ${name} must be a function, not ${describe(value)}`);
+    }
+  }
+}
+
+function describe(value) {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
+/**
  * The smallest delay the jitter of a planned reconnection (after `server_shutdown`) is a share
  * of: the server may say reconnectAfterMs 0, and with the default jitterRatio 0.5 the clients
  * still spread over 1 s instead of all coming back at once. Same as the Python client's.
@@ -122,6 +183,7 @@ export class BroadcasterClient extends EventTarget {
     for (const [key, value] of Object.entries(options)) {
       if (value !== undefined) merged[key] = value;
     }
+    checkOptions(merged);
     this.url = url;
     this.options = Object.freeze(merged);
     this._WebSocket = merged.WebSocket ?? globalThis.WebSocket;
@@ -435,6 +497,7 @@ export class BroadcasterClient extends EventTarget {
   /** Wait `delayMs`, then make the next attempt, of kind `next`. */
   _schedule(next, delayMs, fields) {
     this._next = next;
+    delayMs = Math.min(delayMs, MAX_DELAY_MS); // the jitter may take it past what timers take
     // The timer first: a status listener that calls close() then clears it.
     this._timers.retry = this._setTimeout(() => {
       this._timers.retry = null;

@@ -2,48 +2,23 @@
 // `regressions` rendered as they arrive, and the connection status. No framework: every
 // value goes into the page with textContent.
 //
-// Query-string overrides (for tests and experiments): ?ws=ws://host:port/ws and any numeric
-// client option, e.g. ?baseDelayMs=200&maxAttempts=10&pingIntervalMs=1000.
+// Query-string overrides (for tests and experiments): ?ws=ws://host:port/ws and the numeric
+// client options, e.g. ?baseDelayMs=200&maxAttempts=10&pingIntervalMs=1000. Values the client
+// would refuse are ignored with a console warning (dashboard-options.js).
 
 import { BroadcasterClient, statusLabel } from "./broadcaster-client.js";
+import { optionsFromQuery } from "./dashboard-options.js";
 
 // Set once per page load: a test can check that the page was never reloaded.
 window.__loadId ??= `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 
 const TOPICS = ["overview", "regressions"];
-const NUMERIC_OPTIONS = [
-  "baseDelayMs",
-  "maxDelayMs",
-  "jitterRatio",
-  "maxAttempts",
-  "probeIntervalMs",
-  "connectTimeoutMs",
-  "pingIntervalMs",
-  "pongTimeoutMs",
-];
 const CAUSES = {
   unavailable: "database unreachable",
   timeout: "database timed out",
   query_rejected: "query rejected by the database",
   bad_response: "unusable answer from the database",
 };
-
-/** Client options from the query string; values that are not numbers >= 0 are ignored. */
-export function optionsFromQuery(search) {
-  const params = new URLSearchParams(search);
-  const options = {};
-  for (const name of NUMERIC_OPTIONS) {
-    const raw = params.get(name);
-    if (raw === null) continue;
-    const value = Number(raw);
-    if (raw.trim() !== "" && Number.isFinite(value) && value >= 0) {
-      options[name] = value;
-    } else {
-      console.warn(`ignoring ?${name}=${raw}: not a number >= 0`);
-    }
-  }
-  return options;
-}
 
 /** The WebSocket URL: ?ws=..., else the service's /api/client-config, else a guess. */
 async function websocketUrl(search) {
@@ -224,8 +199,14 @@ function renderCountdown(client) {
 async function main() {
   const url = await websocketUrl(location.search);
   text("websocket-url", url);
-  const options = { topics: TOPICS, ...optionsFromQuery(location.search) };
-  const client = new BroadcasterClient(url, options);
+  let client;
+  try {
+    client = new BroadcasterClient(url, { topics: TOPICS, ...optionsFromQuery(location.search) });
+  } catch (error) {
+    // optionsFromQuery checked every value already; never leave the page without a client.
+    console.warn("ignoring the query-string options:", error);
+    client = new BroadcasterClient(url, { topics: TOPICS });
+  }
   client.addEventListener("status", () => renderStatus(client));
   client.addEventListener("update", (event) => onUpdate(event.detail));
   client.addEventListener("error", (event) => onError(event.detail));

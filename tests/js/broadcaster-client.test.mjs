@@ -9,6 +9,7 @@ import { describe, test } from "node:test";
 
 import {
   BroadcasterClient,
+  MAX_DELAY_MS,
   PLANNED_JITTER_FLOOR_MS,
   backoffDelayMs,
   rttQuality,
@@ -527,5 +528,66 @@ describe("lifecycle and events", () => {
 
   test("unknown options are refused", () => {
     assert.throws(() => new BroadcasterClient(URL, { baseDelay: 1 }), /unknown option/);
+  });
+});
+
+describe("option checks", () => {
+  const { FakeWebSocket } = fakeWebSocketClass();
+  const make = (options) => new BroadcasterClient(URL, { WebSocket: FakeWebSocket, ...options });
+
+  // The same rules as the Python client's ReconnectPolicy and HeartbeatPolicy.
+  const bad = [
+    [{ baseDelayMs: 0 }, "option baseDelayMs must be > 0, not 0"],
+    [{ baseDelayMs: -5 }, "option baseDelayMs must be > 0, not -5"],
+    [{ baseDelayMs: Number.NaN }, "option baseDelayMs must be a finite number, not NaN"],
+    [{ baseDelayMs: Infinity }, "option baseDelayMs must be a finite number, not Infinity"],
+    [{ maxDelayMs: 1000 }, "option maxDelayMs must be >= baseDelayMs (5000), not 1000"],
+    [{ maxDelayMs: 2 ** 31 }, `option maxDelayMs must be <= ${MAX_DELAY_MS}, not ${2 ** 31}`],
+    [{ jitterRatio: -0.1 }, "option jitterRatio must be >= 0, not -0.1"],
+    [{ jitterRatio: Number.NaN }, "option jitterRatio must be a finite number, not NaN"],
+    [{ maxAttempts: 0 }, "option maxAttempts must be >= 1, not 0"],
+    [{ maxAttempts: 2.5 }, "option maxAttempts must be an integer, not 2.5"],
+    [{ probeIntervalMs: 0 }, "option probeIntervalMs must be > 0, not 0"],
+    [{ connectTimeoutMs: 0 }, "option connectTimeoutMs must be > 0, not 0"],
+    [{ pingIntervalMs: 0 }, "option pingIntervalMs must be > 0, not 0"],
+    [{ pongTimeoutMs: -1 }, "option pongTimeoutMs must be > 0, not -1"],
+    [{ excellentRttMs: -1 }, "option excellentRttMs must be >= 0, not -1"],
+    [{ goodRttMs: 50 }, "option goodRttMs must be >= excellentRttMs (100), not 50"],
+  ];
+  for (const [options, message] of bad) {
+    test(`refuses ${JSON.stringify(options)} with a RangeError naming it`, () => {
+      assert.throws(() => make(options), { name: "RangeError", message });
+    });
+  }
+
+  test("a value that is not a number, or a hook that is not a function, is a TypeError", () => {
+    assert.throws(() => make({ baseDelayMs: "5000" }), {
+      name: "TypeError",
+      message: 'option baseDelayMs must be a number, not "5000"',
+    });
+    assert.throws(() => make({ random: 0.5 }), {
+      name: "TypeError",
+      message: "option random must be a function, not 0.5",
+    });
+  });
+
+  test("accepts the limits and the defaults, and undefined means the default", () => {
+    make({});
+    make({ baseDelayMs: 1, maxDelayMs: 1, jitterRatio: 0, maxAttempts: 1, probeIntervalMs: 1 });
+    make({ maxDelayMs: MAX_DELAY_MS, excellentRttMs: 0, goodRttMs: 0 });
+    make({ baseDelayMs: undefined, pingIntervalMs: undefined });
+  });
+
+  test("a long jittered wait is capped at MAX_DELAY_MS, not run after 1 ms", () => {
+    const { client, clock, last } = makeClient({
+      random: () => 0.99,
+      baseDelayMs: MAX_DELAY_MS,
+      maxDelayMs: MAX_DELAY_MS,
+    });
+    client.connect();
+    last().fail();
+    assert.equal(clock.nextDelay(), MAX_DELAY_MS);
+    assert.equal(client.status.retryInMs, MAX_DELAY_MS);
+    client.close();
   });
 });
