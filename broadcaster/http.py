@@ -59,6 +59,11 @@ def create_app(
         response = await send_from_directory(STATIC_DIR, file_name, mimetype=content_type)
         response.cache_control.no_cache = True  # revalidate (ETag): a new version shows at once
         response.headers["X-Content-Type-Options"] = "nosniff"
+        # Browsers load module scripts with CORS: without this, a page from another origin
+        # cannot `import` /static/broadcaster-client.js. The files are public and the same
+        # for everyone, so any origin may read them. Only static files: the /api/ answers
+        # describe this service's connections and are left to the same origin.
+        response.headers["Access-Control-Allow-Origin"] = "*"
         return response
 
     @app.get("/")

@@ -98,6 +98,33 @@ async def test_static_files_can_be_revalidated(http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize(
+    "path", ["/", "/static/broadcaster-client.js", "/static/dashboard.js", "/static/dashboard.css"]
+)
+async def test_static_files_may_be_loaded_from_another_origin(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    """A page on another origin imports the client module: a module script is a CORS load."""
+    origin = {"Origin": "https://dashboards.example.net"}
+    response = await http.get(path, headers=origin)
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "*"
+    again = await http.get(path, headers={**origin, "If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
+    assert again.headers["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/client-config", "/api/websocket/status", "/health", "/metrics"]
+)
+async def test_api_and_operator_endpoints_send_no_cors_header(
+    http: httpx.AsyncClient, path: str
+) -> None:
+    response = await http.get(path, headers={"Origin": "https://dashboards.example.net"})
+    assert response.status_code in (200, 503)  # /health: no database in these tests
+    assert "access-control-allow-origin" not in response.headers
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/static/no-such-file.js",
