@@ -16,9 +16,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+import broadcaster
 from broadcaster.cli import main
 from broadcaster.client import (
     BroadcasterClient,
@@ -121,6 +123,25 @@ async def test_reconnects_after_the_service_is_killed_and_restarted(
             rtt = await client.wait_status(lambda s: s.rtt_ms is not None)
             assert rtt.quality is not None
             second.cancel()
+
+
+async def test_status_api_shows_the_clients_user_agent(
+    nursery: trio.Nursery, make_settings: MakeSettings
+) -> None:
+    """The client names itself in the handshake, so operators can tell it from a browser."""
+    service: RunningService = await nursery.start(run_service, make_settings(), trio.CancelScope())
+    expected = f"broadcaster-client/{broadcaster.__version__} (python; trio-websocket)"
+    with trio.fail_after(30):
+        async with (
+            open_client(service.websocket.url, ["cpu"], reconnect=SHORT) as client,
+            httpx.AsyncClient(base_url=service.http_url, timeout=10, verify=False) as http,
+        ):
+            up = await client.wait_status(connected)
+            response = await http.get("/api/websocket/status")
+    assert response.status_code == 200
+    (connection,) = response.json()["connections"]
+    assert connection["id"] == up.connection_id
+    assert connection["clientInfo"]["userAgent"] == expected
 
 
 async def start_service_process(

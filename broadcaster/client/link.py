@@ -31,6 +31,13 @@ from trio_websocket import (
     wrap_client_stream,
 )
 
+from broadcaster import __version__
+
+USER_AGENT = f"broadcaster-client/{__version__} (python; trio-websocket)"
+"""Sent in the handshake's ``User-Agent`` header, so the service's status API and logs tell
+this client (``clientInfo.userAgent``) from a browser or another program; trio-websocket
+sends none of its own."""
+
 Connector = Callable[[], Awaitable[trio.abc.Stream]]
 """Opens the transport of one connection attempt; raises ``OSError`` when it cannot."""
 
@@ -124,6 +131,7 @@ async def open_link(
                     cast(Any, stream),
                     target.host_header,
                     target.resource,
+                    extra_headers=[(b"User-Agent", USER_AGENT.encode("ascii"))],
                     max_message_size=max_message_bytes,
                 )
             link = Link(ws)
