@@ -1,8 +1,9 @@
 """Logging: one line per event on stderr, JSON by default, for our events and libraries' alike.
 
-Our code logs through structlog; hypercorn, trio-websocket and httpx log through the standard
-library, whose records are rendered by the same structlog renderer, so an operator's log
-pipeline sees one format.
+Our code logs through structlog; hypercorn, trio-websocket, httpx and the Python client
+(``broadcaster.client``, a library, so it uses the standard ``logging``) log through the
+standard library, whose records are rendered by the same structlog renderer, so an operator's
+log pipeline sees one format.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def configure_logging(log_format: str, level: str) -> None:
             foreign_pre_chain=[
                 structlog.stdlib.add_log_level,
                 structlog.stdlib.add_logger_name,
+                # Fields passed as ``extra`` (the Python client's) become keys of the line.
+                structlog.stdlib.ExtraAdder(),
                 timestamper,
             ],
         )

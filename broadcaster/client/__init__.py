@@ -12,7 +12,12 @@ Modules: ``client`` (the API), ``loop`` (connect, serve, reconnect), ``link`` (o
 connection and its clean close), ``backoff`` (policies and delay arithmetic), ``status``
 (states and watching them), ``mailbox`` (latest update per topic), ``messages`` (wire
 format), ``watch`` (the ``broadcaster watch`` terminal tail).
+
+The client logs through the standard ``logging`` module, to loggers under
+``broadcaster.client``, and prints nothing unless the application configures logging.
 """
+
+import logging
 
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.client import BroadcasterClient, open_client
@@ -24,6 +29,10 @@ from broadcaster.client.status import (
     ConnectionState,
     quality_for_rtt,
 )
+
+# A library prints nothing unless the application configures logging: without a handler
+# here, the standard library's "last resort" handler would print warnings to stderr.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BroadcasterClient",

@@ -21,6 +21,13 @@ gets a ``welcome``.
 While connected, two tasks share the link: the receive loop (updates into the mailbox,
 pongs to the heartbeat) and the heartbeat (a ``ping`` every interval; no ``pong`` in time
 means the link is dead). The first to fail ends the link.
+
+Logging goes through the standard library's ``logging`` (logger ``broadcaster.client.loop``),
+not structlog: a library must not print in a program that did not ask for logs, and
+structlog unconfigured prints to stdout. The package adds a ``NullHandler`` (see
+``broadcaster/client/__init__.py``), so nothing is printed until the application configures
+logging. Each line's values are in its message, for plain ``logging`` set-ups, and also in
+``extra``, for structured ones (``broadcaster.logs`` renders them as JSON keys).
 """
 
 from __future__ import annotations
@@ -28,11 +35,11 @@ from __future__ import annotations
 import contextlib
 import enum
 import itertools
+import logging
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import structlog
 import trio
 from trio_websocket import ConnectionClosed
 
@@ -58,7 +65,7 @@ from broadcaster.client.messages import (
 )
 from broadcaster.client.status import ConnectionState, StatusBoard
 
-log = structlog.get_logger("broadcaster.client")
+log = logging.getLogger(__name__)
 
 
 class _Next(enum.Enum):
@@ -141,7 +148,11 @@ class ConnectionLoop:
                     probes += 1
                 else:
                     probes = 0
-                    log.warning("server down", url=self._options.url, failed_attempts=failures)
+                    log.warning(
+                        "server down after %d failed attempts in a row",
+                        failures,
+                        extra={"url": self._options.url, "failed_attempts": failures},
+                    )
                 kind, wait_s = _Next.PROBE, backoff.probe_wait_s(policy, self._rng)
                 state, counted = ConnectionState.SERVER_DOWN, 0
             else:
@@ -158,7 +169,14 @@ class ConnectionLoop:
                 **lost,
             )
             log.info(
-                "waiting to reconnect", url=self._options.url, status=str(status), wait_s=wait_s
+                "waiting %.3f s to reconnect (%s)",
+                wait_s,
+                status,
+                extra={
+                    "url": self._options.url,
+                    "status": str(status),
+                    "wait_s": round(wait_s, 3),
+                },
             )
             await trio.sleep(wait_s)
             if kind is _Next.PROBE:
@@ -182,7 +200,11 @@ class ConnectionLoop:
             await self._attempt(attempt)
         except* LINK_ERRORS as group:
             attempt.ended_by = describe_end(group)
-        log.info("connection ended", url=self._options.url, reason=attempt.ended_by)
+        log.info(
+            "connection ended: %s",
+            attempt.ended_by,
+            extra={"url": self._options.url, "reason": attempt.ended_by},
+        )
         return attempt
 
     async def _attempt(self, attempt: _Attempt) -> None:
@@ -222,7 +244,11 @@ class ConnectionLoop:
             connection_id=connection_id if isinstance(connection_id, str) else None,
             rtt_ms=None,
         )
-        log.info("connected", url=self._options.url, connection_id=connection_id)
+        log.info(
+            "connected as %s",
+            connection_id,
+            extra={"url": self._options.url, "connection_id": connection_id},
+        )
         # Subscriptions belong to the connection: drop the server's default topics we did
         # not ask for, and subscribe to ours again.
         subscribed = welcome.get("subscribed")
@@ -251,7 +277,10 @@ class ConnectionLoop:
         if kind == "metrics_update":
             update = as_update(message)
             if update is None:
-                log.warning("ignored a malformed metrics_update", topic=message.get("topic"))
+                topic = message.get("topic")
+                log.warning(
+                    "ignored a malformed metrics_update of topic %r", topic, extra={"topic": topic}
+                )
             elif update.topic in self._topics:
                 self._mailbox.put(update)
         elif kind == "pong":
@@ -260,17 +289,26 @@ class ConnectionLoop:
                 ping.answered_at = trio.current_time()
                 ping.answered.set()
         elif kind == "error":
+            fields = {
+                "code": message.get("code"),
+                "server_message": message.get("message"),
+                "topic": message.get("topic"),
+            }
             log.warning(
-                "server error",
-                code=message.get("code"),
-                message=message.get("message"),
-                topic=message.get("topic"),
+                "server error %s: %s",
+                fields["code"],
+                fields["server_message"],
+                extra=fields,
             )
             if self._options.on_error is not None:
                 self._options.on_error(message)
         elif kind == "server_shutdown":
             attempt.reconnect_after_s = reconnect_after_s(message)
-            log.info("server shutting down", reconnect_after_s=attempt.reconnect_after_s)
+            log.info(
+                "server shutting down; reconnect after %s s",
+                attempt.reconnect_after_s,
+                extra={"reconnect_after_s": attempt.reconnect_after_s},
+            )
         # Anything else (subscription_confirmed, types added later) needs nothing.
 
     async def _heartbeat(self, link: Link, attempt: _Attempt) -> None:

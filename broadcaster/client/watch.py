@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 from datetime import UTC, datetime
@@ -228,6 +229,9 @@ def run_watch(args: argparse.Namespace) -> int:
         sys.stderr.write(f"broadcaster: error: {exc}\n")
         return EXIT_USAGE
     configure_logging("console", args.log_level)
+    # The client logs through the standard library; configure_logging keeps libraries at
+    # warning and above, but here the client's own lines are what --log-level is about.
+    logging.getLogger("broadcaster.client").setLevel(LEVELS[args.log_level])
     # Ctrl-C before the signal handler is installed: still a clean exit.
     with contextlib.suppress(KeyboardInterrupt):
         trio.run(
