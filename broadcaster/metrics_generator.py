@@ -2,7 +2,7 @@
 broadcaster has live data: history first (``--backfill``), then one round per interval.
 
 A plain synchronous loop, because this is a standalone demo script, not part of the Trio
-service.
+service. SIGINT and SIGTERM stop it through :class:`SignalStop`, without a signal handler.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import logging
 import math
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from types import FrameType
+from typing import Protocol
 
 import httpx
 
@@ -27,6 +26,57 @@ BATCH_POINTS = 5000  # InfluxDB 1.x recommends 5-10k points per write
 WRITE_TIMEOUT_S = 5.0
 
 log = logging.getLogger("generate_metrics")
+
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+class Stop(Protocol):
+    """What :func:`run` needs to know when to stop (a ``threading.Event`` has the same)."""
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds, less if stopped; whether it is stopped."""
+        ...
+
+    def is_set(self) -> bool:
+        """Whether it is stopped, without waiting."""
+        ...
+
+
+class SignalStop:
+    """A stop requested with SIGINT or SIGTERM, taken synchronously with ``sigtimedwait``.
+
+    Why no signal handler: Python runs a handler in the main thread between two bytecodes,
+    wherever the thread is, also inside ``threading.Event.wait()`` while it holds the event's
+    lock. The previous handler called ``Event.set()``, which takes that same lock, so a signal
+    arriving at that moment deadlocked the generator for good (it hung a test once; a loop of
+    ``wait(0)`` with a signal sent from another thread deadlocks within 100 rounds). Here no
+    code runs asynchronously at all: the signals are blocked, so they stay pending, and
+    :meth:`wait`, which is also the sleep between rounds, takes them.
+
+    Create it in the main thread before any other thread starts: threads inherit the blocked
+    mask, so no thread can take the signals and they wait, pending, for ``sigtimedwait``. They
+    stay blocked for the rest of the process, which is what a command-line script wants.
+    Linux keeps a blocked signal pending even when its action is "ignore" (as a shell sets
+    SIGINT for a background job), so that case stops the generator too. Linux only
+    (``sigtimedwait``); the demo runs on Debian.
+    """
+
+    def __init__(self, signals: Iterable[signal.Signals] = STOP_SIGNALS) -> None:
+        self._signals = frozenset(signals)
+        self.received: signal.Signals | None = None
+        signal.pthread_sigmask(signal.SIG_BLOCK, self._signals)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` seconds or until a stop signal; whether one has come."""
+        if self.received is None:
+            info = signal.sigtimedwait(self._signals, max(0.0, timeout))
+            if info is not None:
+                self.received = signal.Signals(info.si_signo)
+        return self.received is not None
+
+    def is_set(self) -> bool:
+        """Whether a stop signal has come (taking a pending one), without waiting."""
+        return self.wait(0.0)
 
 
 def batches(points: Iterable[Point], size: int = BATCH_POINTS) -> Iterator[list[Point]]:
@@ -119,10 +169,10 @@ def run(
     *,
     backfill_minutes: int,
     once: bool,
-    stop: threading.Event,
+    stop: Stop,
     clock: Callable[[], float] = time.time,
 ) -> int:
-    """Backfill, then write one round per interval until ``stop`` is set (or once).
+    """Backfill, then write one round per interval until ``stop`` says so (or once).
 
     Rounds are due at fixed multiples of the interval from the start, so the schedule does not
     drift; rounds missed while a write hung are skipped rather than written in a burst.
@@ -156,9 +206,7 @@ def run(
     return 0
 
 
-def _backfill(
-    writer: InfluxWriter, simulation: Simulation, times_ms: range, stop: threading.Event
-) -> bool:
+def _backfill(writer: InfluxWriter, simulation: Simulation, times_ms: range, stop: Stop) -> bool:
     written = 0
     for batch in batches(simulation.rounds(times_ms)):
         if stop.is_set():
@@ -247,13 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at INFO
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    stop = SignalStop()  # before anything could start a thread
     simulation = Simulation(seed=args.seed, interval_ms=round(args.interval_s * 1000))
     log.info(
         "writing %d PoPs every %g s to %s, database %s",

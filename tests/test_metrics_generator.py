@@ -278,21 +278,137 @@ def test_cli_once_with_influxdb_down_logs_and_exits_1() -> None:
     assert done.stderr.count("not written") == 1
 
 
+SIGNAL_EXIT_TIMEOUT_S = 10
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_cli_live_mode_stops_cleanly_on_signal(
     influxd: Influxd, influx_db: str, signum: signal.Signals
 ) -> None:
+    """Every wait is bounded: a generator that hangs fails the test (and is killed by its
+    PID) instead of hanging the suite. stderr is read by a thread, because a blocking read
+    of a pipe has no timeout."""
     args = ["--influx-url", influxd.url, "--influx-db", influx_db, "--backfill", "1"]
+    lines: list[str] = []
+    backfilled = threading.Event()
     with subprocess.Popen(
         [sys.executable, str(SCRIPT), *args], cwd=REPO, stderr=subprocess.PIPE, text=True
     ) as process:
-        assert process.stderr is not None
-        for line in process.stderr:  # the handlers are installed before the first line
-            if "backfilled" in line:
-                break
-        process.send_signal(signum)
-        rest = process.stderr.read()
-        assert process.wait(timeout=10) == 0
+        stderr = process.stderr
+        assert stderr is not None
 
-    assert "Traceback" not in rest
-    assert rest.rstrip().endswith("stopped")
+        def read_stderr() -> None:
+            for line in stderr:
+                lines.append(line)
+                if "backfilled" in line:
+                    backfilled.set()
+
+        reader = threading.Thread(target=read_stderr, daemon=True)
+        reader.start()
+        try:
+            # The signals are blocked before the first line, so this one is never lost.
+            if not backfilled.wait(timeout=60):
+                pytest.fail(f"no 'backfilled' line within 60 s:\n{''.join(lines)}")
+            process.send_signal(signum)
+            try:
+                code = process.wait(timeout=SIGNAL_EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pytest.fail(
+                    f"the generator did not exit within {SIGNAL_EXIT_TIMEOUT_S} s of "
+                    f"{signum.name} (hung):\n{''.join(lines)}"
+                )
+            reader.join(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    output = "".join(lines)
+    assert code == 0, output
+    assert "Traceback" not in output
+    assert output.rstrip().endswith("stopped")
+
+
+STRESS_PROGRAM = """
+import os, signal, sys, threading, time
+from broadcaster.metrics_generator import SignalStop
+
+rounds = int(sys.argv[1])
+main = threading.get_ident()
+for n in range(rounds):
+    stop = SignalStop()
+    if n % 2:  # to the main thread, or to the process (every thread blocks the signals)
+        send = lambda: (time.sleep(0.0002), signal.pthread_kill(main, signal.SIGTERM))
+    else:
+        send = lambda: (time.sleep(0.0002), os.kill(os.getpid(), signal.SIGINT))
+    sender = threading.Thread(target=send)
+    sender.start()
+    while not stop.wait(0):  # the generator's loop, as fast as it goes
+        pass
+    sender.join()
+    assert stop.received in (signal.SIGTERM, signal.SIGINT)
+print("stopped", rounds, "times")
+"""
+
+
+def test_stop_signal_never_deadlocks_the_wait_loop() -> None:
+    """The old stop (a signal handler calling ``threading.Event.set()``) deadlocked when the
+    signal came while ``Event.wait()`` held the event's lock: this loop hung it within 100
+    rounds every time. A subprocess, so a hang is a timeout and the signals are its own."""
+    rounds = 2000
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", STRESS_PROGRAM, str(rounds)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("a stop signal deadlocked the wait loop (no exit within 60 s)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"stopped {rounds} times"
+
+
+def test_signal_stop_takes_a_signal_its_parent_made_it_ignore() -> None:
+    """A shell starts a background job with SIGINT ignored; it must still stop the generator
+    (the old handler replaced the "ignore"; a blocked signal stays pending even if ignored)."""
+    program = (
+        "import os, signal\n"
+        "from broadcaster.metrics_generator import SignalStop\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "stop = SignalStop()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "assert stop.wait(10) is True\n"
+        "assert stop.received is signal.SIGINT\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_signal_stop_waits_its_timeout_without_a_signal() -> None:
+    program = (
+        "import time\n"
+        "from broadcaster.metrics_generator import SignalStop\n"
+        "stop = SignalStop()\n"
+        "began = time.monotonic()\n"
+        "assert stop.wait(0.2) is False\n"
+        "assert time.monotonic() - began >= 0.19\n"
+        "assert not stop.is_set() and stop.received is None\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
