@@ -7,7 +7,8 @@
 // `ping` with `pong`. Every interval (drift-free ticks at start + k * interval; a late tick skips
 // the ticks it missed, like broadcaster/broadcast.py) it builds one `metrics_update` per topic,
 // serializes it ONCE to a Buffer and hands that Buffer to `send` of every open subscriber: the
-// idiomatic fast fan-out with `ws`. The message carries `sentAtUs`, the wall clock (µs) just
+// idiomatic fast fan-out with `ws`. The message carries `sentAtUs` (in data.series[0].rows[0], the
+// shape of our service's update), the wall clock (µs) just
 // before serialization, and `data` padded so that the whole message is about --payload-bytes.
 //
 // Prints one JSON line on stdout once listening: {"event":"listening","port":P}; on SIGTERM or
@@ -63,8 +64,9 @@ function updateMessage(topic, seq, sentAtUs, pad) {
     seq,
     timestamp: new Date(sentAtUs / 1000).toISOString(),
     stale: false,
-    sentAtUs,
-    data: { pad },
+    // The same shape as our service's update of a topics-file topic (scripts/bench_source.py),
+    // so that the load generator parses the same structure from both servers.
+    data: { series: [{ name: topic, tags: {}, rows: [{ sentAtUs, pad }] }] },
   };
 }
 
