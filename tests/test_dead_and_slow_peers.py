@@ -6,7 +6,6 @@ do nothing: no reads, no pongs. Everybody else must not notice them.
 
 from __future__ import annotations
 
-import socket
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,15 @@ import trio
 from broadcaster.config import build_settings
 from broadcaster.service import RunningService, serve
 from tests.influxd import Influxd
-from tests.wsclient import connect, eventually, get_json, next_message, raw_handshake
+from tests.wsclient import (
+    assert_no_gaps,
+    connect,
+    eventually,
+    get_json,
+    next_message,
+    raw_handshake,
+    readers_and_a_stopped_peer,
+)
 
 BIG_TOML = """
 [[topic]]
@@ -97,37 +104,10 @@ async def test_slow_reader_is_closed_and_others_miss_nothing(
             ),
         )
     )
-    url = f"ws://127.0.0.1:{service.websocket.port}/ws"
-    received: dict[int, list[int]] = {}
-
-    async def reader(number: int, task_status: trio.TaskStatus[None]) -> None:
-        async with connect(url, max_message_size=1 << 24) as ws:
-            await next_message(ws)
-            received[number] = []
-            task_status.started()
-            while True:
-                message = await next_message(ws)
-                received[number].append(message["seq"])
-
-    async with trio.open_nursery() as readers:
-        for number in range(5):
-            await readers.start(reader, number)
-        slow: socket.socket = await trio.to_thread.run_sync(
-            partial(raw_handshake, "127.0.0.1", service.websocket.port, receive_buffer_bytes=4096)
-        )
-        try:
-            await eventually(lambda: service.hub.totals.slow_consumers_closed == 1, timeout_s=30)
-            closed_at = {number: len(seqs) for number, seqs in received.items()}
-            await eventually(
-                lambda: min(len(s) - closed_at[n] for n, s in received.items()) >= 5, timeout_s=30
-            )
-        finally:
-            slow.close()
-        readers.cancel_scope.cancel()
-    for seqs in received.values():
-        assert len(seqs) >= 10
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a reader missed an update"
-    _, status = await get_json(f"{service.http_url}/api/websocket/status")
+    received, status = await readers_and_a_stopped_peer(
+        service.http_url, service.websocket.port, 5, max_message_size=1 << 24
+    )
+    assert_no_gaps(received, at_least=10)
     assert status["summary"]["slowConsumersClosed"] == 1
 
 

@@ -16,7 +16,13 @@ import trio
 from broadcaster.config import Settings, build_settings
 from broadcaster.service import RunningService, serve
 from broadcaster.sources.base import Series, StatementResult
-from tests.wsclient import connect, eventually, get_json, next_message, raw_handshake
+from tests.wsclient import (
+    assert_no_gaps,
+    eventually,
+    get_json,
+    raw_handshake,
+    readers_and_a_stopped_peer,
+)
 
 TOPICS_TOML = '[[topic]]\nname = "feed"\nquery = "SELECT feed"\n'
 READERS = 100
@@ -65,37 +71,10 @@ async def test_a_client_that_stops_reading_is_closed_while_100_others_miss_nothi
             source=PaddedSource(pad_bytes=5000),
         )
     )
-    url = f"ws://127.0.0.1:{service.websocket.port}/ws"
-    received: dict[int, list[int]] = {}
-
-    async def reader(number: int, task_status: trio.TaskStatus[None]) -> None:
-        async with connect(url) as ws:
-            await next_message(ws)  # welcome
-            received[number] = []
-            task_status.started()
-            while True:
-                message = await next_message(ws)
-                received[number].append(message["seq"])
-
-    async with trio.open_nursery() as readers:
-        for number in range(READERS):
-            await readers.start(reader, number)
-        stopped: socket.socket = await trio.to_thread.run_sync(
-            partial(raw_handshake, "127.0.0.1", service.websocket.port, receive_buffer_bytes=4096)
-        )
-        try:
-            await eventually(lambda: service.hub.totals.slow_consumers_closed == 1, timeout_s=30)
-            closed_at = {number: len(seqs) for number, seqs in received.items()}
-            await eventually(
-                lambda: min(len(s) - closed_at[n] for n, s in received.items()) >= 5, timeout_s=30
-            )
-            _, status = await get_json(f"{service.http_url}/api/websocket/status")
-        finally:
-            stopped.close()
-        readers.cancel_scope.cancel()
-    for seqs in received.values():
-        assert len(seqs) >= 10
-        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a reader missed an update"
+    received, status = await readers_and_a_stopped_peer(
+        service.http_url, service.websocket.port, READERS
+    )
+    assert_no_gaps(received, at_least=10)
     assert status["summary"]["slowConsumersClosed"] == 1
     assert status["summary"]["activeConnections"] == READERS
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
@@ -111,3 +112,56 @@ def raw_handshake(
         response += chunk
     assert response.startswith(b"HTTP/1.1 101"), response
     return sock
+
+
+async def readers_and_a_stopped_peer(
+    service_url: str, ws_port: int, readers: int, **options: Any
+) -> tuple[dict[int, list[int]], JSON]:
+    """``readers`` clients recording every ``seq``, and one peer that never reads.
+
+    Waits until the server has closed the stopped peer as a slow consumer, then until every
+    reader has had 5 more updates. Returns the seqs each reader got and the status API's
+    answer read meanwhile (with the readers still connected). ``options`` go to ``connect``.
+    """
+    received: dict[int, list[int]] = {}
+
+    async def reader(number: int, task_status: trio.TaskStatus[None]) -> None:
+        async with connect(f"ws://127.0.0.1:{ws_port}/ws", **options) as ws:
+            await next_message(ws)  # welcome
+            received[number] = []
+            task_status.started()
+            while True:
+                received[number].append((await next_message(ws))["seq"])
+
+    async def slow_consumers_closed() -> int:
+        _, status = await get_json(f"{service_url}/api/websocket/status")
+        return int(status["summary"]["slowConsumersClosed"])
+
+    async with trio.open_nursery() as nursery:
+        for number in range(readers):
+            await nursery.start(reader, number)
+        stopped = await trio.to_thread.run_sync(
+            partial(raw_handshake, "127.0.0.1", ws_port, receive_buffer_bytes=4096)
+        )
+        try:
+            await eventually(lambda: _is_one(slow_consumers_closed()), timeout_s=30)
+            closed_at = {number: len(seqs) for number, seqs in received.items()}
+            await eventually(
+                lambda: min(len(s) - closed_at[n] for n, s in received.items()) >= 5, timeout_s=30
+            )
+            _, status = await get_json(f"{service_url}/api/websocket/status")
+        finally:
+            stopped.close()
+        nursery.cancel_scope.cancel()
+    return received, status
+
+
+async def _is_one(count: Awaitable[int]) -> bool:
+    return await count == 1
+
+
+def assert_no_gaps(received: dict[int, list[int]], *, at_least: int) -> None:
+    """Every reader got at least ``at_least`` updates, with consecutive seqs."""
+    for seqs in received.values():
+        assert len(seqs) >= at_least
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a reader missed an update"

@@ -134,6 +134,18 @@ const Next = Object.freeze({
   PROBE: "probe",
 });
 
+// The status fields of a client with no connection and no attempt under way.
+const NOTHING_IN_PROGRESS = Object.freeze({
+  attempt: 0,
+  planned: false,
+  probing: false,
+  probes: 0,
+  retryInMs: null,
+  nextAttemptAt: null,
+  connectionId: null,
+  rttMs: null,
+  quality: null,
+});
 const OPEN = 1; // WebSocket.OPEN, without relying on the injected class defining it
 const CLIENT_CLOSE_CODE = 4000; // our own close of a silent or stuck socket (private range)
 
@@ -210,16 +222,8 @@ export class BroadcasterClient extends EventTarget {
     this._pendingPing = null; // { id, sentAt }
     this._status = {
       state: State.IDLE,
-      attempt: 0,
       maxAttempts: merged.maxAttempts,
-      planned: false,
-      probing: false,
-      probes: 0,
-      retryInMs: null,
-      nextAttemptAt: null,
-      connectionId: null,
-      rttMs: null,
-      quality: null,
+      ...NOTHING_IN_PROGRESS,
       lastClose: null,
     };
   }
@@ -283,18 +287,7 @@ export class BroadcasterClient extends EventTarget {
     this._pendingPing = null;
     this._dropSocket(1000, "client closed");
     // No connection and nothing counted any more: no RTT, quality or attempt to show.
-    this._setStatus({
-      state: State.CLOSED,
-      attempt: 0,
-      planned: false,
-      probing: false,
-      probes: 0,
-      retryInMs: null,
-      nextAttemptAt: null,
-      connectionId: null,
-      rttMs: null,
-      quality: null,
-    });
+    this._setStatus({ state: State.CLOSED, ...NOTHING_IN_PROGRESS });
   }
 
   // ---- one socket --------------------------------------------------------------------------
