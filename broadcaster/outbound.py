@@ -165,6 +165,7 @@ class Outbound:
         self.direct_fd = -1
         self._queued_bytes += len(item.wire)
         self._check_limits()
+        self._flush_later()  # already running, unless nothing was queued (or not attached)
 
     def _check_limits(self) -> None:
         if len(self._queue) > self.max_items:
