@@ -32,8 +32,6 @@ from broadcaster.outbound import Outbound
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
 from broadcaster.rate_limit import TokenBucket
 
-__all__ = ["ClientInfo", "Connection", "Frame", "OutputLimits", "SubscriptionHandler"]
-
 log = structlog.get_logger("broadcaster.connection")
 
 CLOSE_HANDSHAKE_TIMEOUT_S = 2.0

@@ -31,19 +31,19 @@ class FdLimit:
 
 def raise_fd_limit() -> FdLimit:
     """Raise the soft ``RLIMIT_NOFILE`` to the hard limit (or as near as the kernel allows)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = _UNLIMITED_FALLBACK if hard == resource.RLIM_INFINITY else hard
-    if soft != resource.RLIM_INFINITY and soft < target:
-        for candidate in (target, _UNLIMITED_FALLBACK, 65536):
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (min(candidate, target), hard))
-                break
-            except (ValueError, OSError):
-                continue
-    after, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    unlimited = _UNLIMITED_FALLBACK
-    return FdLimit(
-        before=unlimited if soft == resource.RLIM_INFINITY else soft,
-        soft=unlimited if after == resource.RLIM_INFINITY else after,
-        hard=unlimited if hard == resource.RLIM_INFINITY else hard,
-    )
+    soft_setting, hard_setting = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = _finite(soft_setting), _finite(hard_setting)
+    for target in (hard, min(hard, 65536)):
+        if soft >= target:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard_setting))
+            break
+        except (ValueError, OSError):  # over fs.nr_open: try a smaller one
+            continue
+    after = _finite(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return FdLimit(before=soft, soft=after, hard=hard)
+
+
+def _finite(limit: int) -> int:
+    return _UNLIMITED_FALLBACK if limit == resource.RLIM_INFINITY else limit

@@ -54,11 +54,6 @@ class Frame:
     def __post_init__(self) -> None:
         object.__setattr__(self, "wire", encode_frame(Opcode.TEXT, self.text.encode()))
 
-    @property
-    def is_update(self) -> bool:
-        """Whether this is a topic's ``metrics_update``."""
-        return self.topic is not None
-
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Control:

@@ -277,6 +277,6 @@ class Hub:
 
     def publish_error(self, topic: str, frame: Frame, description: str) -> None:
         """Offer an ``error`` frame to a topic's subscribers, counting it against each."""
-        for connection in list(self._subscribers.get(topic, ())):
+        for connection in self._subscribers[topic]:
             if connection.offer(frame):
                 connection.note_error(description)
