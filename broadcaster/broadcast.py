@@ -39,6 +39,7 @@ class FailureCause(enum.StrEnum):
     TIMEOUT = "timeout"
     QUERY_REJECTED = "query_rejected"
     BAD_RESPONSE = "bad_response"
+    INTERNAL = "internal_error"
 
     @classmethod
     def of(cls, error: SourceError) -> FailureCause:
@@ -129,49 +130,80 @@ class Broadcaster:
             self._hub.refresh_done(name)
 
     async def refresh(self, name: str) -> None:
-        """Query one topic under the timeout and publish its value, or the failure."""
-        topic = self._topics[name]
+        """Query one topic under the timeout and publish its value, or the failure.
+
+        Whatever goes wrong here ends this topic's refresh, never the loop or another topic:
+        a failure is reported to the topic's subscribers and the loop goes on.
+        """
         state = self.states[name]
         state.queries += 1
-        data: Any = None
-        failure: str | None = None
-        cause = FailureCause.UNAVAILABLE
+        try:
+            outcome = await self._read(name)
+        except Exception as exc:  # a bug reached by this topic's data: contained to it
+            outcome = _internal_failure(name, exc)
+        state.seq += 1
+        try:
+            failure = (
+                self._publish_value(name, state, outcome)
+                if isinstance(outcome, _Value)
+                else outcome
+            )
+        except Exception as exc:
+            failure = _internal_failure(name, exc)
+        if failure is not None:
+            self._publish_failure(name, state, failure)
+
+    async def _read(self, name: str) -> _Value | _Failure:
+        """Query and shape one topic's value, or say why not, within the query timeout."""
+        topic = self._topics[name]
         read_at_ms = time.time() * 1000
-        with trio.move_on_after(self._query_timeout_s) as deadline:
+        with trio.move_on_after(self._query_timeout_s):
             try:
-                data = topic.shape(await self._source.query(topic.query))
+                results = await self._source.query(topic.query)
             except SourceError as exc:
-                failure, cause = str(exc), FailureCause.of(exc)
+                return _Failure(FailureCause.of(exc), str(exc))
+            try:
+                return _Value(topic.shape(results), read_at_ms)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 # The answer parsed but did not have the shape the topic expects.
-                failure = str(SourceResponseError(f"unexpected result for topic {name!r}: {exc!r}"))
-                cause = FailureCause.BAD_RESPONSE
                 log.exception("topic result could not be shaped", topic=name)
-        if deadline.cancelled_caught:
-            failure = f"query timed out after {round(self._query_timeout_s * 1000)} ms"
-            cause = FailureCause.TIMEOUT
-        state.seq += 1
-        if failure is None:
-            self._health.record_success()
-            state.last_good_data = data
-            state.last_good_timestamp = protocol.iso_from_unix_ms(read_at_ms)
-            assert state.last_good_timestamp is not None
-            self._hub.publish(
-                name,
-                Frame(
-                    protocol.metrics_update(
-                        name, state.seq, state.last_good_timestamp, data, stale=False
-                    ),
-                    topic=name,
-                ),
+                return _Failure(
+                    FailureCause.BAD_RESPONSE,
+                    str(SourceResponseError(f"unexpected result for topic {name!r}: {exc!r}")),
+                )
+        return _Failure(
+            FailureCause.TIMEOUT,
+            f"query timed out after {round(self._query_timeout_s * 1000)} ms",
+        )
+
+    def _publish_value(self, name: str, state: TopicState, value: _Value) -> _Failure | None:
+        """Encode and publish a good value; a value that cannot be encoded is a failure."""
+        timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
+        assert timestamp is not None
+        try:
+            text = protocol.metrics_update(name, state.seq, timestamp, value.data, stale=False)
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+            log.exception("topic value could not be encoded", topic=name)
+            return _Failure(
+                FailureCause.BAD_RESPONSE,
+                f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
             )
-            return
+        self._health.record_success()
+        state.last_good_data = value.data
+        state.last_good_timestamp = timestamp
+        self._hub.publish(name, Frame(text, topic=name))
+        return None
+
+    def _publish_failure(self, name: str, state: TopicState, failure: _Failure) -> None:
+        """Tell the topic's subscribers, then resend the last good value marked stale."""
         state.failures += 1
-        self._health.record_failure(failure)
+        cause = failure.cause
+        if cause is not FailureCause.INTERNAL:  # our bug says nothing of the database
+            self._health.record_failure(failure.text)
         # A rejected query is a configuration mistake (a topics file), not an outage.
         level = log.error if cause is FailureCause.QUERY_REJECTED else log.warning
-        level("topic query failed", topic=name, cause=cause.value, error=failure)
-        message = f"InfluxDB query for topic {name!r} failed: {failure}"
+        level("topic query failed", topic=name, cause=cause.value, error=failure.text)
+        message = f"InfluxDB query for topic {name!r} failed: {failure.text}"
         self._hub.publish_error(
             name,
             Frame(
@@ -191,3 +223,26 @@ class Broadcaster:
                     topic=name,
                 ),
             )
+
+
+def _internal_failure(name: str, exc: Exception) -> _Failure:
+    log.error("topic refresh failed", topic=name, exc_info=exc)
+    return _Failure(
+        FailureCause.INTERNAL, f"internal error ({type(exc).__name__}); see the service log"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """A topic's shaped value and when it was read."""
+
+    data: Any
+    read_at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """Why a topic has no new value this time."""
+
+    cause: FailureCause
+    text: str

@@ -59,7 +59,7 @@ class Settings(BaseModel):
         2000, description="reconnectAfterMs told to clients in server_shutdown"
     )
     max_message_bytes: Annotated[int, Field(ge=128, le=64 * 1024 * 1024)] = Field(
-        65536, description="largest client message; larger ones close with 1009"
+        65536, description="largest client message in bytes; larger ones close with 1009"
     )
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10000, description="connections over this are refused with 1013"
@@ -79,6 +79,18 @@ class Settings(BaseModel):
     )
     client_message_burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
         100, description="messages a client may send in one burst (the token bucket's size)"
+    )
+    client_bytes_per_s: Annotated[int, Field(ge=1024, le=1 << 30)] = Field(
+        65536,
+        description="bytes a client may send per second on average; over it, reading pauses",
+    )
+    client_frames_per_s: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        200,
+        description="WebSocket frames (pings, fragments) a client may send per second; over it, "
+        "reading pauses",
+    )
+    max_message_fragments: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        64, description="frames one client message may be split into; more close with 1009"
     )
     topics_file: Path | None = Field(None, description="TOML file with extra topics")
     default_topics: tuple[str, ...] = Field(

@@ -5,6 +5,15 @@ in order; the hub never waits on a client. One task serves a connection: it read
 how the server sees messages, pongs, disconnects, floods and oversized frames) while the
 outbound path writes synchronously, with a flusher task only while output is queued.
 
+Reading is bounded by :class:`InputLimits`: a message is measured in bytes (UTF-8, not
+characters) and in frames, and the bytes and frames a client sends are paced by token
+buckets: over its allowance the reader stops reading until the allowance is back, so a flood
+costs a bounded amount of work per second and never delays other clients.
+
+Every task serving the connection (the reader, each message's handling, the flusher) runs
+inside a :mod:`~broadcaster.containment` boundary: an unforeseen error closes this one
+connection with 1011 (or cuts it) and goes no further.
+
 Closing: the server queues its close frame after whatever must still go out, and gives the
 client ``CLOSE_HANDSHAKE_TIMEOUT_S`` to answer with its own close frame; then the socket is
 closed. A client's close frame is answered the same way. :meth:`Connection.abort` cuts a
@@ -16,8 +25,10 @@ from __future__ import annotations
 import math
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import structlog
@@ -27,6 +38,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from broadcaster import protocol
+from broadcaster.containment import Containment, Stage
 from broadcaster.frames import CloseFrame, Control, Frame, Outgoing
 from broadcaster.outbound import Outbound
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
@@ -58,6 +70,18 @@ class ClientInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What one client may send: bounds on the work its input can cause (see config.py)."""
+
+    max_message_bytes: int
+    max_message_fragments: int
+    messages_per_s: float
+    message_burst: int
+    bytes_per_s: int
+    frames_per_s: int
+
+
+@dataclass(frozen=True, slots=True)
 class OutputLimits:
     """When a connection's pending output makes it a slow consumer (closed with 4008)."""
 
@@ -77,8 +101,8 @@ class Connection:
     id: str
     client_info: ClientInfo
     limits: OutputLimits
-    rate_limit: TokenBucket
-    max_message_bytes: int = 65536
+    input_limits: InputLimits
+    containment: Containment = field(default_factory=Containment)
     last_activity: float = field(default_factory=trio.current_time)
     connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     error_count: int = 0
@@ -98,6 +122,12 @@ class Connection:
             on_broken=self._peer_gone,
             on_replaced=lambda: self.on_replaced(self),
         )
+        self._messages = TokenBucket(
+            self.input_limits.messages_per_s, self.input_limits.message_burst
+        )
+        # One second's allowance may be used at once: a well-behaved client never waits.
+        self._bytes = TokenBucket(self.input_limits.bytes_per_s, self.input_limits.bytes_per_s)
+        self._frames = TokenBucket(self.input_limits.frames_per_s, self.input_limits.frames_per_s)
         self._scope = trio.CancelScope()
         self._close_frame_queued = False
         self._ping_sent_at: float | None = None
@@ -183,9 +213,10 @@ class Connection:
         """
         with self._scope:
             async with trio.open_nursery() as nursery:
-                self.outbound.attach(stream.socket.fileno(), nursery)
+                self.outbound.attach(stream.socket.fileno(), partial(self._start_flusher, nursery))
                 try:
-                    await self._read_until_closed(stream, ws, hub)
+                    with self._boundary(Stage.READER, self._fail):
+                        await self._read_until_closed(stream, ws, hub)
                     if self._close_frame_queued:  # ours or our answer: deliver it in time
                         await self.outbound.wait_drained()
                 finally:
@@ -193,12 +224,37 @@ class Connection:
                     nursery.cancel_scope.cancel()
         self._set_close(CloseCode.NORMAL, "", "server")
 
+    def _boundary(
+        self, stage: Stage, on_failure: Callable[[], None]
+    ) -> AbstractContextManager[None]:
+        return self.containment.boundary(
+            stage, connection_id=self.id, address=self.client_info.ip, on_failure=on_failure
+        )
+
+    def _start_flusher(self, nursery: trio.Nursery, flush: Callable[[], Awaitable[None]]) -> None:
+        nursery.start_soon(self._flush_contained, flush)
+
+    async def _flush_contained(self, flush: Callable[[], Awaitable[None]]) -> None:
+        with self._boundary(Stage.FLUSHER, self._cut):
+            await flush()
+
+    def _fail(self) -> None:
+        """After an unforeseen error: close with 1011, or cut if a close is already under way."""
+        if self.close_code is None:
+            self._close(CloseCode.INTERNAL_ERROR, "internal error", final=None)
+        else:
+            self._cut()
+
+    def _cut(self) -> None:
+        self.abort(CloseCode.INTERNAL_ERROR, "internal error")
+
     async def _read_until_closed(
         self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
     ) -> None:
-        parts: list[str | bytes] = []
-        size = 0
+        """Read and act on frames until the peer closes or goes away, within the limits."""
+        message = _MessageInProgress()
         while True:
+            await self._bytes.repay()
             try:
                 data = await stream.receive_some(RECEIVE_BYTES)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -206,25 +262,12 @@ class Connection:
             if not data:
                 self._set_close(CloseCode.NORMAL, "connection lost", "client")
                 return
+            self._bytes.spend(len(data))
             ws.receive_data(data)
             for event in ws.events():
+                self._frames.spend(1)
                 if isinstance(event, Message):
-                    if self.close_code is not None:
-                        continue  # closing: what the client still sends is discarded
-                    self.touch()
-                    size += len(event.data)
-                    if size > self.max_message_bytes:
-                        self._close(
-                            CloseCode.MESSAGE_TOO_BIG,
-                            f"Exceeded maximum message size: {self.max_message_bytes} bytes",
-                            final=None,
-                        )
-                        continue
-                    parts.append(event.data)
-                    if event.message_finished:
-                        self._receive(_joined(parts, event), hub)
-                        parts.clear()
-                        size = 0
+                    self._message_part(event, message, hub)
                 elif isinstance(event, Ping):
                     self.touch()
                     if self.close_code is None:
@@ -234,6 +277,41 @@ class Connection:
                 elif isinstance(event, CloseConnection):
                     self._closed_by_peer(ws, event)
                     return
+                await self._frames.repay()
+
+    def _message_part(
+        self, event: Message[Any], message: _MessageInProgress, hub: SubscriptionHandler
+    ) -> None:
+        """Add one frame (or part of one) to the message; act on the message once complete."""
+        if self.close_code is not None:
+            return  # closing: what the client still sends is discarded
+        self.touch()
+        limits = self.input_limits
+        data = event.data
+        message.size += (
+            len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        )
+        message.fragments += event.frame_finished
+        if message.size > limits.max_message_bytes:
+            self._close(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"Exceeded maximum message size: {limits.max_message_bytes} bytes",
+                final=None,
+            )
+            return
+        if message.fragments > limits.max_message_fragments:
+            self._close(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message split into more than {limits.max_message_fragments} frames",
+                final=None,
+            )
+            return
+        message.parts.append(data)
+        if event.message_finished:
+            raw = _joined(message.parts, event)
+            message.reset()
+            with self._boundary(Stage.HANDLER, self._fail):
+                self._receive(raw, hub)
 
     def _closed_by_peer(self, ws: WsConnection, event: CloseConnection) -> None:
         if ws.state is ConnectionState.OPEN:
@@ -248,7 +326,7 @@ class Connection:
         self._queue_close_frame(CloseFrame(answer, ""), final=None)
 
     def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
-        if self.rate_limit.take():
+        if self._messages.take():
             self._handle(raw, hub)
         else:
             self._drop_over_limit()
@@ -346,6 +424,21 @@ class Connection:
             "replacedUpdates": self.outbound.replaced_updates,
             "droppedMessages": self.dropped_messages,
         }
+
+
+class _MessageInProgress:
+    """The frames of the client message being received: its parts, bytes and frame count."""
+
+    __slots__ = ("fragments", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str | bytes] = []
+        self.size = 0
+        self.fragments = 0
+
+    def reset(self) -> None:
+        self.parts = []
+        self.size = self.fragments = 0
 
 
 def _joined(parts: list[str | bytes], last: Message[Any]) -> str | bytes:

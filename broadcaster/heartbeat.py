@@ -10,6 +10,8 @@ from __future__ import annotations
 import structlog
 import trio
 
+from broadcaster.connection import Connection
+from broadcaster.containment import Stage
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 
@@ -17,25 +19,39 @@ log = structlog.get_logger("broadcaster.heartbeat")
 
 
 def sweep_once(hub: Hub, *, connection_timeout_s: float, ping_timeout_s: float) -> int:
-    """Close silent connections and ping the others; return how many were closed."""
+    """Close silent connections and ping the others; return how many were closed.
+
+    One connection's failure is reported and cuts that connection; the sweep goes on.
+    """
     closed = 0
     for connection in list(hub.connections.values()):
-        idle_s = connection.idle_s()
-        if idle_s > connection_timeout_s:
-            if connection.close_code is not None:
-                continue  # already closing
-            connection.terminate(
-                CloseCode.HEARTBEAT_TIMEOUT,
-                f"no activity for {round(idle_s * 1000)} ms",
+        try:
+            closed += _sweep_connection(hub, connection, connection_timeout_s, ping_timeout_s)
+        except Exception as failure:
+            hub.containment.report(
+                Stage.HEARTBEAT,
+                failure,
+                connection_id=connection.id,
+                address=connection.client_info.ip,
             )
-            hub.totals.heartbeat_timeouts += 1
-            closed += 1
-            log.warning(
-                "connection timed out", connection_id=connection.id, idle_ms=round(idle_s * 1000)
-            )
-        else:
-            connection.request_ping(ping_timeout_s)
+            connection.abort(CloseCode.INTERNAL_ERROR, "internal error")
     return closed
+
+
+def _sweep_connection(
+    hub: Hub, connection: Connection, connection_timeout_s: float, ping_timeout_s: float
+) -> int:
+    """Close ``connection`` if silent for too long (1), else ping it (0)."""
+    idle_s = connection.idle_s()
+    if idle_s <= connection_timeout_s:
+        connection.request_ping(ping_timeout_s)
+        return 0
+    if connection.close_code is not None:
+        return 0  # already closing
+    connection.terminate(CloseCode.HEARTBEAT_TIMEOUT, f"no activity for {round(idle_s * 1000)} ms")
+    hub.totals.heartbeat_timeouts += 1
+    log.warning("connection timed out", connection_id=connection.id, idle_ms=round(idle_s * 1000))
+    return 1
 
 
 async def sweep_heartbeats(

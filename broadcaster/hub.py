@@ -18,11 +18,11 @@ import structlog
 import trio
 
 from broadcaster import protocol
-from broadcaster.connection import ClientInfo, Connection, OutputLimits
+from broadcaster.connection import ClientInfo, Connection, InputLimits, OutputLimits
+from broadcaster.containment import Containment
 from broadcaster.frames import Frame
 from broadcaster.outbound import Outbound, fan_out
 from broadcaster.protocol import CloseCode, ErrorCode
-from broadcaster.rate_limit import TokenBucket
 
 log = structlog.get_logger("broadcaster.hub")
 
@@ -57,9 +57,7 @@ class Hub:
         broadcast_interval_ms: int,
         max_connections: int,
         output_limits: OutputLimits,
-        max_message_bytes: int = 65536,
-        client_messages_per_s: float = 20,
-        client_message_burst: int = 100,
+        input_limits: InputLimits,
     ) -> None:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
@@ -67,11 +65,10 @@ class Hub:
         self._fresh_for_s = broadcast_interval_ms / 1000
         self.max_connections = max_connections
         self.output_limits = output_limits
-        self.max_message_bytes = max_message_bytes
-        self.client_messages_per_s = client_messages_per_s
-        self.client_message_burst = client_message_burst
+        self.input_limits = input_limits
         self.connections: dict[str, Connection] = {}
         self.totals = Totals()
+        self.containment = Containment()
         # Per topic, its subscribers' output paths, which the fan-out loop walks.
         self._subscribers: dict[str, dict[Connection, Outbound]] = {t: {} for t in self.topics}
         self._latest: dict[str, tuple[Frame, float]] = {}  # frame, trio.current_time()
@@ -102,8 +99,8 @@ class Hub:
             id=f"ws_{next(self._ids)}_{int(time.time() * 1000)}",
             client_info=client_info,
             limits=self.output_limits,
-            rate_limit=TokenBucket(self.client_messages_per_s, self.client_message_burst),
-            max_message_bytes=self.max_message_bytes,
+            input_limits=self.input_limits,
+            containment=self.containment,
         )
         connection.on_slow = self._count_slow
         connection.on_error = self._count_error

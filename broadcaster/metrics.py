@@ -41,6 +41,14 @@ class ServiceCollector(Collector):
         totals = self._hub.totals.as_dict()
         for name, documentation in COUNTERS.items():
             yield CounterMetricFamily(f"broadcaster_{name}", documentation, value=totals[name])
+        errors = CounterMetricFamily(
+            "broadcaster_connection_errors",
+            "unforeseen errors that ended one connection, by stage (see containment.py)",
+            labels=["stage"],
+        )
+        for stage, count in self._hub.containment.counts().items():
+            errors.add_metric([stage], count)
+        yield errors
         yield GaugeMetricFamily(
             "broadcaster_connections_active",
             "open WebSocket connections",

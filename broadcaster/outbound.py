@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
 from broadcaster.frames import Frame, Outgoing
+
+FlusherStarter = Callable[[Callable[[], Awaitable[None]]], None]
+"""Starts a flusher task: given the coroutine function, runs it in the owner's nursery."""
 
 
 class Outbound:
@@ -34,12 +37,12 @@ class Outbound:
         "_fd",
         "_flushing",
         "_head_written",
-        "_nursery",
         "_on_broken",
         "_on_replaced",
         "_on_slow",
         "_queue",
         "_queued_bytes",
+        "_start_flusher",
         "_unstarted_update",
         "accepting",
         "direct_fd",
@@ -79,7 +82,7 @@ class Outbound:
         self._queued_bytes = 0  # bytes in _queue not yet written
         self._unstarted_update: dict[str, Frame] = {}  # topic -> its queued, unstarted update
         self._fd = -1  # -1: not attached (everything queues) or broken (nothing is written)
-        self._nursery: trio.Nursery | None = None
+        self._start_flusher: FlusherStarter | None = None
         self._flushing = False
         self._drained = trio.Event()
 
@@ -97,13 +100,15 @@ class Outbound:
 
     # --- attaching a socket ------------------------------------------------------------------
 
-    def attach(self, fd: int, nursery: trio.Nursery) -> None:
-        """Start writing to ``fd`` (a non-blocking socket), flushing in ``nursery`` if needed.
+    def attach(self, fd: int, start_flusher: FlusherStarter) -> None:
+        """Start writing to ``fd`` (a non-blocking socket); ``start_flusher`` runs the flusher
+        task when output must wait for room (the owner starts it, in its nursery and inside
+        its error boundary).
 
         Frames pushed before (the welcome) are written now.
         """
         self._fd = fd
-        self._nursery = nursery
+        self._start_flusher = start_flusher
         self._write_queued()
         self._flush_later()
         self._update_direct()
@@ -112,7 +117,7 @@ class Outbound:
         """Stop writing: the socket is about to close. Queued frames stay (see ``drain``)."""
         self._fd = -1
         self.direct_fd = -1
-        self._nursery = None
+        self._start_flusher = None
         self._drained.set()
 
     def stop_accepting(self) -> None:
@@ -244,9 +249,9 @@ class Outbound:
         return progressed
 
     def _flush_later(self) -> None:
-        if self._queue and not self._flushing and self._nursery is not None:
+        if self._queue and not self._flushing and self._start_flusher is not None:
             self._flushing = True
-            self._nursery.start_soon(self._flush)
+            self._start_flusher(self._flush)
 
     async def _flush(self) -> None:
         """Wait for room in the socket and write, until the queue is empty."""

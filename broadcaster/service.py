@@ -31,7 +31,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from broadcaster.broadcast import Broadcaster
 from broadcaster.config import Settings
-from broadcaster.connection import OutputLimits
+from broadcaster.connection import InputLimits, OutputLimits
 from broadcaster.fd_limit import FdLimit, raise_fd_limit
 from broadcaster.gc_pacing import GcPacer
 from broadcaster.heartbeat import sweep_heartbeats
@@ -94,6 +94,18 @@ class _TaskSet:
     async def wait(self) -> None:
         if self._running:
             await self._all_done.wait()
+
+
+def input_limits(settings: Settings) -> InputLimits:
+    """What one client may send, from the settings."""
+    return InputLimits(
+        max_message_bytes=settings.max_message_bytes,
+        max_message_fragments=settings.max_message_fragments,
+        messages_per_s=settings.client_messages_per_s,
+        message_burst=settings.client_message_burst,
+        bytes_per_s=settings.client_bytes_per_s,
+        frames_per_s=settings.client_frames_per_s,
+    )
 
 
 def _hypercorn_config(settings: Settings) -> HypercornConfig:
@@ -163,9 +175,7 @@ async def _serve(
                 max_bytes=settings.max_pending_output_bytes,
                 stall_timeout_s=settings.send_stall_timeout_ms / 1000,
             ),
-            max_message_bytes=settings.max_message_bytes,
-            client_messages_per_s=settings.client_messages_per_s,
-            client_message_burst=settings.client_message_burst,
+            input_limits=input_limits(settings),
         )
         broadcaster = Broadcaster(
             hub,

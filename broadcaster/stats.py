@@ -22,6 +22,7 @@ def stats_fields(hub: Hub, health: SourceHealth, previous_broadcasts: int) -> di
         "broadcasts_since_last": totals.broadcasts - previous_broadcasts,
         "influxdb_healthy": health.healthy,
         **totals.as_dict(),
+        "connection_errors": hub.containment.counts(),
     }
 
 

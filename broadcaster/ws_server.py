@@ -12,6 +12,8 @@ connections are still there to be told ``server_shutdown`` and closed with 1001.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from functools import partial
 
@@ -30,6 +32,7 @@ from wsproto.handshake import H11Handshake
 from wsproto.utilities import RemoteProtocolError
 
 from broadcaster.connection import RECEIVE_BYTES, ClientInfo
+from broadcaster.containment import Stage
 from broadcaster.frames import CloseFrame
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
@@ -39,6 +42,15 @@ log = structlog.get_logger("broadcaster.ws")
 WS_PATH = "/ws"
 HANDSHAKE_TIMEOUT_S = 10.0
 REFUSE_CLOSE_TIMEOUT_S = 2.0
+# The client left: expected at any point, never a failure.
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+_BAD_REQUEST_BODY = b"bad request\n"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
+)
+_CLOSE_1011 = CloseFrame(CloseCode.INTERNAL_ERROR, "internal error").wire
 
 
 @dataclass
@@ -90,25 +102,60 @@ async def serve_websockets(
 
 
 async def _serve_client(hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream) -> None:
-    """One client from its first byte to its socket's close. Never raises for its misdeeds."""
+    """One client from its first byte to its socket's close.
+
+    Nothing that happens while serving it escapes: what the protocol foresees is answered
+    where it is read, and anything else is caught by a containment boundary that ends this
+    client alone (HTTP 400 during the handshake, close 1011 after it).
+    """
+    boundary = partial(hub.containment.boundary, connection_id=None, address=_peer_ip(stream))
+    accepted: _Accepted | None = None
     try:
-        accepted = None
-        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
-            accepted = await _handshake(stream)
-        if accepted is None:
-            return
-        if endpoint.accept_scope.cancel_called or not hub.has_capacity():
-            await _refuse(hub, endpoint, stream, accepted.ws)
-            return
-        connection = hub.open(accepted.client_info)
-        try:
-            await connection.serve(stream, accepted.ws, hub)
-        finally:
-            hub.close(connection)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        pass  # the client went away during the handshake or refusal
+        with boundary(Stage.HANDSHAKE, on_failure=partial(_send_now, stream, _BAD_REQUEST)):
+            accepted = await _handshake_in_time(stream)
+        if accepted is not None:
+            with boundary(Stage.LIFECYCLE, on_failure=partial(_send_now, stream, _CLOSE_1011)):
+                await _serve_accepted(hub, endpoint, stream, accepted)
     finally:
         await trio.aclose_forcefully(stream)
+
+
+async def _handshake_in_time(stream: trio.SocketStream) -> _Accepted | None:
+    """The handshake, or None if the client left or took longer than the timeout."""
+    with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+        try:
+            return await _handshake(stream)
+        except _PEER_GONE:
+            return None
+    return None
+
+
+async def _serve_accepted(
+    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, accepted: _Accepted
+) -> None:
+    """Refuse the upgraded client, or register it and serve it until it is closed."""
+    if endpoint.accept_scope.cancel_called or not hub.has_capacity():
+        with contextlib.suppress(*_PEER_GONE):
+            await _refuse(hub, endpoint, stream, accepted.ws)
+        return
+    connection = hub.open(accepted.client_info)
+    try:
+        await connection.serve(stream, accepted.ws, hub)
+    finally:
+        hub.close(connection)
+
+
+def _send_now(stream: trio.SocketStream, data: bytes) -> None:
+    """Best-effort last words to a client being cut off: one non-blocking write, no waiting."""
+    with contextlib.suppress(OSError):
+        os.write(stream.socket.fileno(), data)
+
+
+def _peer_ip(stream: trio.SocketStream) -> str | None:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
 
 
 async def _handshake(stream: trio.SocketStream) -> _Accepted | None:

@@ -7,16 +7,18 @@ timing and fan-out, which need a source whose answers and delays the test contro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 import trio
 
+from broadcaster.config import Settings
 from broadcaster.connection import ClientInfo, Connection, OutputLimits
 from broadcaster.errors import QueryRejected, SourceUnavailable
 from broadcaster.frames import Frame
 from broadcaster.hub import Hub
+from broadcaster.service import input_limits
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.topics import Topic
 
@@ -66,8 +68,12 @@ def make_hub(
     *,
     max_pending_bytes: int = 1 << 20,
     stall_timeout_s: float = 15.0,
+    **input_overrides: Any,
 ) -> Hub:
-    """A hub whose connections, never attached to a socket, queue all they are sent."""
+    """A hub whose connections, never attached to a socket, queue all they are sent.
+
+    ``input_overrides`` replace fields of the default :class:`InputLimits`.
+    """
     return Hub(
         topics,
         defaults,
@@ -76,6 +82,7 @@ def make_hub(
         output_limits=OutputLimits(
             max_messages=outbox, max_bytes=max_pending_bytes, stall_timeout_s=stall_timeout_s
         ),
+        input_limits=replace(input_limits(Settings()), **input_overrides),
     )
 
 

@@ -20,7 +20,7 @@ import trio
 import trio.lowlevel
 from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
-from wsproto.events import CloseConnection, Event, Ping, TextMessage
+from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
 
 from broadcaster.connection import Connection
 from broadcaster.frames import Frame
@@ -40,6 +40,7 @@ class Peer:
     ws: WsConnection = field(default_factory=lambda: WsConnection(ConnectionType.CLIENT))
     messages: list[dict[str, Any]] = field(default_factory=list)
     pings: int = 0
+    pongs_received: int = 0
     closed: CloseConnection | None = None
     _text: list[str] = field(default_factory=list)
 
@@ -64,6 +65,8 @@ class Peer:
             elif isinstance(event, Ping):
                 self.pings += 1
                 await self.send(event.response())
+            elif isinstance(event, Pong):
+                self.pongs_received += 1
             elif isinstance(event, CloseConnection):
                 self.closed = event
         return True

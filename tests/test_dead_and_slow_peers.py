@@ -141,8 +141,10 @@ async def test_flooding_client_does_not_disturb_others(
                     assert pong == {**pong, "type": "pong", "id": number}
                 flooding.cancel_scope.cancel()
             flooded = service.hub.connections[flooder_id]
-            # Over the limit, messages are dropped unparsed: the flood costs the server little.
-            assert flooded.dropped_messages > sent / 2
+            # The flood costs the server little: over its frame allowance the server stops
+            # reading (TCP holds the rest back), and of what it read, the messages over the
+            # rate limit were dropped unparsed.
+            assert 0 < flooded.dropped_messages < sent / 2
             assert flooded.close_code is None
             await bystander.send_message('{"type":"ping","id":"after"}')
             assert (await next_message(bystander))["id"] == "after"
