@@ -208,13 +208,11 @@ class Hub:
     def _report_unknown(
         self, connection: Connection, topics: tuple[str, ...], known: tuple[str, ...]
     ) -> None:
+        """Send one ``invalid_topic`` error, of bounded size, if some ``topics`` are unknown."""
         unknown = [t for t in topics if t not in known]
         if unknown:
-            connection.send_error(
-                ErrorCode.INVALID_TOPIC,
-                f"unknown topics {unknown}; available: {self.topics}",
-                topics=unknown,
-            )
+            message, fields = protocol.invalid_topic_error(unknown, len(self.topics))
+            connection.send_error(ErrorCode.INVALID_TOPIC, message, **fields)
 
     def _add_subscriptions(self, connection: Connection, topics: Sequence[str]) -> None:
         """Give each newly subscribed topic's latest value at once, querying only if needed.

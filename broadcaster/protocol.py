@@ -4,11 +4,17 @@ Server messages are encoded here, once, to JSON text; the same string goes to ev
 subscriber. Client messages are decoded and validated here into small typed values, or
 rejected with a :class:`ProtocolViolation` carrying the error code the client will see.
 docs/protocol.md is the reference for dashboard authors; keep the two in step.
+
+The parser is the only place client JSON is judged. orjson reads more than it writes (arrays
+nested deeper than 254; integers outside 64 bits come back as floats), so whatever a reply
+quotes back (a ping ``id``, topic names, a ``type``) is narrowed here to values the builders
+below encode exactly, and replies that quote client data have a bounded size.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +23,16 @@ import orjson
 
 MAX_TOPICS_PER_MESSAGE = 100
 MAX_TOPIC_NAME_CHARS = 128
+MAX_PING_ID_CHARS = 128
+# An invalid_topic error names this many unknown topics and counts the rest.
+MAX_UNKNOWN_TOPICS_NAMED = 3
+# orjson reads integers outside [-2**63, 2**64) as floats, so a float this large may be an
+# integer it could not hold exactly; a smaller one came from a JSON fraction or exponent.
+_PING_ID_FLOAT_LIMIT = 2.0**63
+_PING_ID_RULE = (
+    "'id' must be null, a boolean, a number of magnitude below 2^63 (or an integer up to "
+    f"2^64-1) or a string of at most {MAX_PING_ID_CHARS} characters"
+)
 
 
 class ErrorCode(enum.StrEnum):
@@ -105,8 +121,8 @@ def subscription_confirmed(topics: list[str]) -> str:
     return _encode({"type": "subscription_confirmed", "topics": topics})
 
 
-def pong(ping_id: Any = None) -> str:
-    """Answer to a client ``ping``; echoes its ``id`` when it sent one."""
+def pong(ping_id: PingId = None) -> str:
+    """Answer to a client ``ping``; echoes its ``id`` (checked by the parser) when not null."""
     message: dict[str, Any] = {"type": "pong", "timestamp": iso_now()}
     if ping_id is not None:
         message["id"] = ping_id
@@ -116,6 +132,24 @@ def pong(ping_id: Any = None) -> str:
 def error(code: ErrorCode, message: str, **extra: Any) -> str:
     """An ``error`` message; ``extra`` adds context fields such as ``topic``."""
     return _encode({"type": "error", "code": code.value, "message": message, **extra})
+
+
+def invalid_topic_error(unknown: Sequence[str], available_count: int) -> tuple[str, dict[str, Any]]:
+    """The ``message`` and extra fields of an ``invalid_topic`` error, for :func:`error`.
+
+    The size is bounded whatever the request: the first ``MAX_UNKNOWN_TOPICS_NAMED`` unknown
+    names (each at most ``MAX_TOPIC_NAME_CHARS``, checked by the parser), a count of all of
+    them, and the number of available topics rather than the catalogue, which the client has
+    in ``welcome.topics``. Listing everything made each bad subscribe a 2x amplifier.
+    """
+    named = list(unknown[:MAX_UNKNOWN_TOPICS_NAMED])
+    more = len(unknown) - len(named)
+    message = (
+        f"unknown topic{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, named))}"
+        f"{f' and {more} more' if more else ''}; "
+        f"available topics: {available_count} (listed in welcome.topics)"
+    )
+    return message, {"topics": named, "unknownCount": len(unknown)}
 
 
 def server_shutdown(reason: str, reconnect_after_ms: int) -> str:
@@ -133,11 +167,15 @@ def server_shutdown(reason: str, reconnect_after_ms: int) -> str:
 # --- client -> server -----------------------------------------------------------------------
 
 
+PingId = bool | int | float | str | None
+"""A ping ``id`` that a pong can echo with the same value and JSON type."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ping:
-    """``{"type": "ping", "id"?: any}``."""
+    """``{"type": "ping", "id"?: null | boolean | number | string}``."""
 
-    id: Any = None
+    id: PingId = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +226,7 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
     if not isinstance(kind, str):
         raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, "message needs a string 'type'")
     if kind == "ping":
-        return Ping(message.get("id"))
+        return Ping(_ping_id(message.get("id")))
     if kind == "subscribe":
         return Subscribe(_topic_list(message))
     if kind == "unsubscribe":
@@ -197,6 +235,22 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         ErrorCode.UNKNOWN_TYPE,
         f"unknown message type {kind[:64]!r}; expected ping, subscribe or unsubscribe",
     )
+
+
+def _ping_id(value: object) -> PingId:
+    """``value`` if a pong can echo it exactly; anything else is refused, never coerced.
+
+    Arrays and objects are refused because orjson reads nesting it cannot write back (the
+    encoder stops at depth 254), long strings because the echo would amplify, and floats of
+    magnitude 2**63 or more because they may be integers orjson rounded while reading.
+    """
+    if value is None or isinstance(value, int):  # bool is an int; orjson's fit 64 bits
+        return value
+    if isinstance(value, float) and abs(value) < _PING_ID_FLOAT_LIMIT:  # false for nan, inf
+        return value
+    if isinstance(value, str) and len(value) <= MAX_PING_ID_CHARS:
+        return value
+    raise ProtocolViolation(ErrorCode.INVALID_MESSAGE, _PING_ID_RULE)
 
 
 def _topic_list(message: dict[str, Any]) -> tuple[str, ...]:

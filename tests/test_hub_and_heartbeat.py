@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -99,14 +100,46 @@ async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
     sent_messages(connection)
     hub.subscribe(connection, ("overview", "nope"))
     error, confirmed = sent_messages(connection)[:2]
-    assert error["type"] == "error"
-    assert error["code"] == "invalid_topic"
-    assert error["topics"] == ["nope"]
+    assert error == {
+        "type": "error",
+        "code": "invalid_topic",
+        "message": "unknown topic 'nope'; available topics: 2 (listed in welcome.topics)",
+        "topics": ["nope"],
+        "unknownCount": 1,
+    }
     assert confirmed == {"type": "subscription_confirmed", "topics": ["overview"]}
     hub.unsubscribe(connection, ("overview",))
     assert sent_messages(connection) == [{"type": "subscription_confirmed", "topics": []}]
     assert hub.topics_with_subscribers() == []
     assert connection.error_count == 1
+
+
+async def test_unknown_topics_error_names_a_few_and_counts_all_in_under_1_kb() -> None:
+    # Listing every unknown and available topic once made each bad subscribe a 2x amplifier.
+    hub = make_hub(["overview", "regressions"])
+    connection = open_connection(hub)
+    sent_messages(connection)
+    unknown = tuple(f"{n:03d}" + "x" * 125 for n in range(100))
+    hub.subscribe(connection, unknown)
+    hub.unsubscribe(connection, ("nope", "overview", "nada"))
+    frames = [item.text for item in connection.drain() if isinstance(item, Frame)]
+    assert len(frames[0].encode()) < 1024
+    assert orjson.loads(frames[0]) == {
+        "type": "error",
+        "code": "invalid_topic",
+        "message": f"unknown topics {unknown[0]!r}, {unknown[1]!r}, {unknown[2]!r} and 97 more; "
+        "available topics: 2 (listed in welcome.topics)",
+        "topics": list(unknown[:3]),
+        "unknownCount": 100,
+    }
+    assert orjson.loads(frames[1]) == {
+        "type": "error",
+        "code": "invalid_topic",
+        "message": "unknown topics 'nope', 'nada'; available topics: 2 (listed in welcome.topics)",
+        "topics": ["nope", "nada"],
+        "unknownCount": 2,
+    }
+    assert connection.error_count == 2
 
 
 @pytest.mark.parametrize("outbox", [2, 3])
