@@ -1,4 +1,4 @@
-"""Shared fixtures: a real influxd per test session, a fresh database per test."""
+"""Shared fixtures (a real influxd per session, a fresh database per test); Hypothesis profile."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.influxd import Influxd, running_influxd
+
+# Property tests see the same examples on every run, so a CI failure reproduces anywhere
+# (no random seed, no example database written into the tree), and a bounded number of them,
+# so they take seconds; no per-example deadline, as timing on shared CI machines is noise.
+settings.register_profile(
+    "broadcaster", derandomize=True, database=None, deadline=None, max_examples=300
+)
+settings.load_profile("broadcaster")
 
 _database_numbers = itertools.count(1)
 
