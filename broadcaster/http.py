@@ -9,11 +9,14 @@ app, so the page also works when opened from another machine.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from quart import Response, abort, request, send_from_directory
 from quart_trio import QuartTrio
@@ -22,6 +25,8 @@ from broadcaster.hub import Hub
 from broadcaster.metrics import render
 from broadcaster.protocol import iso_now
 from broadcaster.source_health import SourceHealth
+
+log = structlog.get_logger("broadcaster.http")
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Explicit, not mimetypes: Python 3.11 without /etc/mime.types says application/javascript.
@@ -34,27 +39,65 @@ CONTENT_TYPES = {
     ".png": "image/png",
     ".ico": "image/x-icon",
 }
-# What a host name in a Host header may look like (names, IPv4, IPv6 without brackets).
+# Longer names cannot be a file here, and would make the OS raise ENAMETOOLONG (a 500).
+MAX_STATIC_NAME_BYTES = 255
+# A valid Host header (RFC 9110 7.2: uri-host [":" port], uri-host as in RFC 3986): an IPv6
+# literal in brackets, or a reg-name (which covers IPv4). Anything else is refused with 400, as
+# RFC 9112 3.2 requires.
+_HOST_FIELD = re.compile(
+    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+# What a host name usable in the dashboard's WebSocket URL looks like (names, IPv4, IPv6
+# without brackets); a valid Host header may still hold another (``%41``, ``!``).
 _HOST_NAME = re.compile(r"[A-Za-z0-9._:-]{1,253}")
+
+
+class _App(QuartTrio):
+    """QuartTrio that logs a route's unexpected error through structlog, so that the JSON log
+    line carries the traceback (Quart's own line, through the standard library, lost it)."""
+
+    def log_exception(
+        self,
+        exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        log.error(
+            "HTTP request failed",
+            method=request.method,
+            path=request.path,
+            exc_info=exception_info,
+        )
 
 
 def create_app(
     hub: Hub, health: SourceHealth, registry: CollectorRegistry, *, websocket_url: str
 ) -> QuartTrio:
-    """Build the app; it only reads the hub and the health, never changes them.
+    """Build the app; it reads the hub and the health (``/health`` may ask for a ping).
 
     Args:
         websocket_url: the WebSocket server's URL as bound (``WebSocketEndpoint.url``); its
             port and path tell the dashboard where to connect.
     """
-    app = QuartTrio("broadcaster", static_folder=None)
+    app = _App("broadcaster", static_folder=None)
+    # Otherwise "/static//etc/passwd" is redirected (308) to "/static/etc/passwd": answer 404.
+    app.url_map.merge_slashes = False
     websocket = urlsplit(websocket_url)
     websocket_port = websocket.port
     websocket_path = websocket.path or "/"
 
+    @app.before_request
+    async def refuse_bad_requests() -> None:
+        host = request.headers.get("Host")
+        if host is not None and not _is_valid_host_field(host):
+            abort(400, "invalid Host header")
+        # No route takes content; a body on GET is at best ignored, at worst a smuggling try.
+        if request.method in ("GET", "HEAD") and (
+            request.content_length or "Transfer-Encoding" in request.headers
+        ):
+            abort(400, "GET and HEAD requests carry no content here")
+
     async def send_static(file_name: str) -> Response:
         content_type = CONTENT_TYPES.get(Path(file_name).suffix)
-        if content_type is None:
+        if content_type is None or len(file_name.encode(errors="replace")) > MAX_STATIC_NAME_BYTES:
             abort(404)
         response = await send_from_directory(STATIC_DIR, file_name, mimetype=content_type)
         response.cache_control.no_cache = True  # revalidate (ETag): a new version shows at once
@@ -111,6 +154,7 @@ def create_app(
 
     @app.get("/health")
     async def health_check() -> tuple[dict[str, Any], int]:
+        """200 or 503 within ``CHECK_WAIT_S``, however slow the database (see source_health)."""
         await health.check()
         influxdb = health.report()
         healthy = bool(influxdb["healthy"])
@@ -134,6 +178,19 @@ def create_app(
         return Response(render(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _is_valid_host_field(value: str) -> bool:
+    """Whether a Host header's value is ``uri-host [":" port]``."""
+    match = _HOST_FIELD.fullmatch(value)
+    if match is None:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return False
+    return True
 
 
 def _request_host_name() -> str | None:

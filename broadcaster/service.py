@@ -1,7 +1,8 @@
 """The service: one nursery holding every task, and the shutdown sequence.
 
-Tasks in the nursery: the WebSocket server, the HTTP server (hypercorn), the broadcast loop,
-the heartbeat sweeper, the stats logger and, when run from the CLI, the signal watcher.
+Tasks in the nursery: the WebSocket server, the HTTP server (hypercorn), the health prober
+(pings InfluxDB when ``/health`` asks), the broadcast loop, the heartbeat sweeper, the stats
+logger and, when run from the CLI, the signal watcher.
 
 Shutdown (first SIGTERM/SIGINT, or ``stop`` set):
 
@@ -195,6 +196,9 @@ async def _serve(
                 servers.run,
                 partial(serve_websockets, hub, settings.ws_host, settings.ws_port),
             )
+            # Before the HTTP server, which asks it for pings, and outside the task sets: it
+            # serves /health until the HTTP server stops, and is cancelled with the nursery.
+            await nursery.start(health.serve_probes)
             app = create_app(
                 hub, health, build_registry(hub, health, broadcaster), websocket_url=websocket.url
             )
