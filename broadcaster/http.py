@@ -147,6 +147,8 @@ def create_app(
                 "slowConsumersClosed": totals.slow_consumers_closed,
                 "replacedUpdates": totals.replaced_updates,
                 "heartbeatTimeouts": totals.heartbeat_timeouts,
+                "oversizedMessages": totals.oversized_messages,
+                "connectionErrors": hub.containment.counts(),
                 "subscribers": hub.subscriber_counts(),
             },
             "connections": [connection.summary() for connection in hub.connections.values()],

@@ -51,6 +51,8 @@ def configure_logging(log_format: str, level: str) -> None:
                 # Fields passed as ``extra`` (the Python client's) become keys of the line.
                 structlog.stdlib.ExtraAdder(),
                 timestamper,
+                # A library's logged exception keeps its traceback, as text, in JSON lines too.
+                structlog.processors.format_exc_info,
             ],
         )
     )

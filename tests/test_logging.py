@@ -80,3 +80,23 @@ def test_library_log_lines_are_rendered_like_ours() -> None:
     assert lines[0]["logger"] == "hypercorn.error"
     assert lines[0]["level"] == "warning"
     assert lines[1]["n"] == 1
+
+
+def test_a_library_exception_keeps_its_traceback_in_json() -> None:
+    script = (
+        "import logging\n"
+        "from broadcaster.logs import configure_logging\n"
+        "configure_logging('json', 'info')\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('quart.app').exception('request failed')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=30
+    )
+    (line,) = [json.loads(line) for line in result.stderr.splitlines()]
+    assert line["event"] == "request failed"
+    assert line["level"] == "error"
+    assert line["exception"].startswith("Traceback (most recent call last):")
+    assert line["exception"].endswith("ZeroDivisionError: division by zero")
