@@ -21,16 +21,9 @@ import structlog
 import trio
 from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
-from wsproto.events import (
-    AcceptConnection,
-    CloseConnection,
-    RejectConnection,
-    RejectData,
-    Request,
-)
-from wsproto.handshake import H11Handshake
-from wsproto.utilities import RemoteProtocolError
+from wsproto.events import CloseConnection
 
+from broadcaster import handshake
 from broadcaster.connection import RECEIVE_BYTES, ClientInfo
 from broadcaster.containment import Stage
 from broadcaster.frames import CloseFrame
@@ -159,53 +152,35 @@ def _peer_ip(stream: trio.SocketStream) -> str | None:
 
 
 async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
-    """Read the upgrade request and answer it: accepted, or refused with an HTTP error."""
-    handshake = H11Handshake(ConnectionType.SERVER)
-    while True:
-        data = await stream.receive_some(RECEIVE_BYTES)
-        if not data:
-            return None
-        try:
-            handshake.receive_data(data)
-        except RemoteProtocolError as error:  # not a WebSocket upgrade (or not HTTP)
-            await stream.send_all(handshake.send(error.event_hint or RejectConnection()))
-            return None
-        for event in handshake.events():
-            if not isinstance(event, Request):
-                continue
-            if event.target.split("?", 1)[0] != WS_PATH:
-                body = f"WebSocket endpoint is {WS_PATH}\n".encode()
-                await stream.send_all(
-                    handshake.send(
-                        RejectConnection(
-                            status_code=404,
-                            headers=[
-                                (b"content-type", b"text/plain; charset=utf-8"),
-                                (b"content-length", str(len(body)).encode()),
-                            ],
-                            has_body=True,
-                        )
-                    )
-                    + handshake.send(RejectData(data=body))
-                )
-                return None
-            await stream.send_all(handshake.send(AcceptConnection()))
-            ws = handshake.connection
-            assert ws is not None
-            return _Accepted(ws, _client_info(event, stream))
+    """Read the upgrade request and answer it: accepted, or refused with an HTTP error.
+
+    :mod:`broadcaster.handshake` judges the request without decoding any header, so no
+    request can raise here; a refused client gets an answer it can read (lingering close).
+    """
+    reader = handshake.RequestReader()
+    request = await handshake.receive_request(stream, reader)
+    if request is None:
+        return None  # gone before sending a whole request
+    if isinstance(request, handshake.Reject):
+        decision: handshake.Accept | handshake.Reject = request
+    else:
+        decision = handshake.validate(request, path=WS_PATH)
+    if isinstance(decision, handshake.Reject):
+        log.info(
+            "handshake refused", status=decision.status, reason=decision.reason, ip=_peer_ip(stream)
+        )
+        await handshake.send_rejection(stream, decision)
+        return None
+    await stream.send_all(handshake.accept_response(decision))
+    # Frames the client sent without waiting for our 101 are the connection's first input.
+    ws = WsConnection(ConnectionType.SERVER, trailing_data=reader.trailing_data())
+    return _Accepted(ws, _client_info(decision.user_agent, stream))
 
 
-def _client_info(request: Request, stream: trio.SocketStream) -> ClientInfo:
-    user_agent = next(
-        (value for name, value in request.extra_headers if name.lower() == b"user-agent"), None
-    )
-    try:
-        ip = str(stream.socket.getpeername()[0])
-    except OSError:
-        ip = None
+def _client_info(user_agent: bytes | None, stream: trio.SocketStream) -> ClientInfo:
     return ClientInfo(
-        user_agent=bytes(user_agent).decode("latin-1") if user_agent is not None else None,
-        ip=ip,
+        user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+        ip=_peer_ip(stream),
     )
 
 
