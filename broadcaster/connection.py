@@ -251,9 +251,12 @@ class Connection:
     async def _read_until_closed(
         self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
     ) -> None:
-        """Read and act on frames until the peer closes or goes away, within the limits."""
+        """Read and act on frames until the peer closes or goes away, within the limits.
+
+        Frames wsproto already holds (sent right behind the handshake) are acted on first.
+        """
         message = _MessageInProgress()
-        while True:
+        while not await self._act_on_frames(ws, message, hub):
             await self._bytes.repay()
             try:
                 data = await stream.receive_some(RECEIVE_BYTES)
@@ -264,20 +267,26 @@ class Connection:
                 return
             self._bytes.spend(len(data))
             ws.receive_data(data)
-            for event in ws.events():
-                self._frames.spend(1)
-                if isinstance(event, Message):
-                    self._message_part(event, message, hub)
-                elif isinstance(event, Ping):
-                    self.touch()
-                    if self.close_code is None:
-                        self.outbound.push(Control.pong(event.payload))
-                elif isinstance(event, Pong):
-                    self._pong(event.payload)
-                elif isinstance(event, CloseConnection):
-                    self._closed_by_peer(ws, event)
-                    return
-                await self._frames.repay()
+
+    async def _act_on_frames(
+        self, ws: WsConnection, message: _MessageInProgress, hub: SubscriptionHandler
+    ) -> bool:
+        """Act on each frame wsproto has parsed, at the allowed pace; True once closed."""
+        for event in ws.events():
+            self._frames.spend(1)
+            if isinstance(event, Message):
+                self._message_part(event, message, hub)
+            elif isinstance(event, Ping):
+                self.touch()
+                if self.close_code is None:
+                    self.outbound.push(Control.pong(event.payload))
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
+            elif isinstance(event, CloseConnection):
+                self._closed_by_peer(ws, event)
+                return True
+            await self._frames.repay()
+        return False
 
     def _message_part(
         self, event: Message[Any], message: _MessageInProgress, hub: SubscriptionHandler

@@ -1,8 +1,9 @@
 """The WebSocket server: accepts on ``/ws`` (wsproto on Trio) and hands each client to the hub.
 
 The server owns its WebSocket layer so that the broadcast can write one shared frame to every
-subscriber without a task switch per client (see :mod:`broadcaster.outbound`); wsproto does
-the handshake and parses client frames. No extension is negotiated.
+subscriber without a task switch per client (see :mod:`broadcaster.outbound`). The upgrade
+request is parsed with h11 and checked by :mod:`broadcaster.handshake`; wsproto parses client
+frames. No extension is negotiated.
 
 Accepting and serving live in different scopes: the accept loop runs in a cancel scope of
 its own, the connections in a nursery that outlives it. Shutdown cancels the accept scope
@@ -166,7 +167,7 @@ async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
     else:
         decision = handshake.validate(request, path=WS_PATH)
     if isinstance(decision, handshake.Reject):
-        log.info(
+        log.debug(  # not info: every port scan would fill the log
             "handshake refused", status=decision.status, reason=decision.reason, ip=_peer_ip(stream)
         )
         await handshake.send_rejection(stream, decision)

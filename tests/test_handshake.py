@@ -202,11 +202,6 @@ async def test_a_frame_sent_right_behind_the_request_is_not_lost(
     await still_serves(endpoint, hub)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="connection.py reads the socket before it looks at frames wsproto already holds: "
-    "a pipelined frame waits for the client's next bytes",
-)
 async def test_a_frame_sent_right_behind_the_request_is_answered_at_once(
     endpoint: WebSocketEndpoint,
 ) -> None:
