@@ -35,8 +35,8 @@ OP_PONG = 0xA
 FIN = 0x80
 PREFIX_BYTES = 96  # of each text payload: enough for {"type":"error","code":"invalid_topic"
 RECEIVE_BYTES = 1 << 18
-_TYPE = re.compile(rb'"type":"([a-z_]+)"')
-_CODE = re.compile(rb'"code":"([a-z_]+)"')
+_TYPE = re.compile(rb'"type":\s*"([a-z_]+)"')
+_CODE = re.compile(rb'"code":\s*"([a-z_]+)"')
 
 
 def mask(payload: bytes, key: bytes) -> bytes:
