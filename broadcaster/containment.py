@@ -13,6 +13,7 @@ handler    acting on one complete client message (connection)          close 101
 flusher    writing queued output when the socket has room (outbound)   connection cut
 heartbeat  pinging or timing out the connection (heartbeat)            connection cut
 lifecycle  registering, refusing and forgetting the connection         close 1011
+http       one HTTP connection on the status/health/metrics port       connection closed
 =========  ==========================================================  =================
 
 An ``Exception`` raised inside a boundary, alone or in an exception group, is logged at
@@ -47,6 +48,7 @@ class Stage(enum.StrEnum):
     FLUSHER = "flusher"
     HEARTBEAT = "heartbeat"
     LIFECYCLE = "lifecycle"
+    HTTP = "http"
 
 
 class Containment:

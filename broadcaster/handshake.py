@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import h11
 import trio
 
 from broadcaster.connection import RECEIVE_BYTES
+from broadcaster.host_header import is_valid_host
 
 MAX_HEAD_BYTES = 16384  # request line and headers; browsers send about 1 KiB
 LINGER_TIMEOUT_S = 2.0  # after a rejection: how long the client's leftovers are read
@@ -41,12 +41,6 @@ LINGER_MAX_BYTES = 65536  # ... and how many bytes of them at most
 WEBSOCKET_VERSION = b"13"
 _ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
-# RFC 3986 host (reg-name, IPv4 -- a reg-name by syntax -- or bracketed IPv6) and port; bytes
-# patterns, so a non-ASCII byte simply does not match. The host is never IDNA-decoded.
-_HOST = re.compile(
-    rb"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})+)"
-    rb"(?::(?P<port>[0-9]{1,5}))?"
-)
 _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")  # base64 with exactly 16 bytes behind it
 _PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e\t]*")
 _HTTP_VERSION = re.compile(rb"(?P<major>[0-9])\.(?P<minor>[0-9])")
@@ -94,7 +88,7 @@ def validate(request: h11.Request, *, path: str) -> Accept | Reject:
     if version is None or (int(version["major"]), int(version["minor"])) < (1, 1):
         return Reject(400, "the handshake needs HTTP/1.1 or later")
     hosts = headers.get(b"host", [])
-    if len(hosts) != 1 or not _is_host(hosts[0]):
+    if len(hosts) != 1 or not is_valid_host(hosts[0]):
         return Reject(400, "the Host header must be one valid host[:port]")
     for name in _TOKEN_LIST_HEADERS:
         if any(not _PRINTABLE_ASCII.fullmatch(value) for value in headers.get(name, [])):
@@ -238,21 +232,6 @@ def _headers_by_name(headers: Iterable[tuple[bytes, bytes]]) -> dict[bytes, list
 def _tokens(values: list[bytes]) -> set[bytes]:
     """The lower-cased elements of comma-separated header values (RFC 9110 5.6.1)."""
     return {token.strip(b" \t").lower() for value in values for token in value.split(b",")}
-
-
-def _is_host(value: bytes) -> bool:
-    """``host[:port]`` by RFC 3986 syntax, checked on the bytes (no IDNA codec involved)."""
-    match = _HOST.fullmatch(value)
-    if match is None:
-        return False
-    if match["port"] is not None and int(match["port"]) > 65535:
-        return False
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"].decode("ascii"))
-        except ValueError:
-            return False
-    return True
 
 
 def _display(name: bytes) -> str:

@@ -9,18 +9,26 @@ app, so the page also works when opened from another machine.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from quart import Response, abort, request, send_from_directory
 from quart_trio import QuartTrio
 
+from broadcaster.host_header import is_valid_host
 from broadcaster.hub import Hub
 from broadcaster.metrics import render
 from broadcaster.protocol import iso_now
@@ -41,12 +49,6 @@ CONTENT_TYPES = {
 }
 # Longer names cannot be a file here, and would make the OS raise ENAMETOOLONG (a 500).
 MAX_STATIC_NAME_BYTES = 255
-# A valid Host header (RFC 9110 7.2: uri-host [":" port], uri-host as in RFC 3986): an IPv6
-# literal in brackets, or a reg-name (which covers IPv4). Anything else is refused with 400, as
-# RFC 9112 3.2 requires.
-_HOST_FIELD = re.compile(
-    r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
-)
 # What a host name usable in the dashboard's WebSocket URL looks like (names, IPv4, IPv6
 # without brackets); a valid Host header may still hold another (``%41``, ``!``).
 _HOST_NAME = re.compile(r"[A-Za-z0-9._:-]{1,253}")
@@ -68,6 +70,41 @@ class _App(QuartTrio):
         )
 
 
+_AsgiApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+
+
+class _RefuseInvalidHost:
+    """ASGI middleware: a request with an invalid ``Host`` gets 400 before the framework reads
+    it (RFC 9112 3.2). Checked here, not in a route hook, because Werkzeug's IDNA codec raises
+    on some hosts (a label over 63 characters) while building the request: a 500."""
+
+    def __init__(self, app: _AsgiApp) -> None:
+        self._app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http" and not all(
+            # RFC 9112 3.2: a request without an authority sends an empty Host.
+            is_valid_host(value) or not value
+            for name, value in scope["headers"]
+            if name.lower() == b"host"
+        ):
+            body = b"invalid Host header\n"
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            }
+            await send(start)
+            await send(HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=False))
+            return
+        await self._app(scope, receive, send)
+
+
 def create_app(
     hub: Hub, health: SourceHealth, registry: CollectorRegistry, *, websocket_url: str
 ) -> QuartTrio:
@@ -78,6 +115,7 @@ def create_app(
             port and path tell the dashboard where to connect.
     """
     app = _App("broadcaster", static_folder=None)
+    app.asgi_app = _RefuseInvalidHost(app.asgi_app)  # type: ignore[method-assign]
     # Otherwise "/static//etc/passwd" is redirected (308) to "/static/etc/passwd": answer 404.
     app.url_map.merge_slashes = False
     websocket = urlsplit(websocket_url)
@@ -86,9 +124,6 @@ def create_app(
 
     @app.before_request
     async def refuse_bad_requests() -> None:
-        host = request.headers.get("Host")
-        if host is not None and not _is_valid_host_field(host):
-            abort(400, "invalid Host header")
         # No route takes content; a body on GET is at best ignored, at worst a smuggling try.
         if request.method in ("GET", "HEAD") and (
             request.content_length or "Transfer-Encoding" in request.headers
@@ -180,19 +215,6 @@ def create_app(
         return Response(render(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-def _is_valid_host_field(value: str) -> bool:
-    """Whether a Host header's value is ``uri-host [":" port]``."""
-    match = _HOST_FIELD.fullmatch(value)
-    if match is None:
-        return False
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"])
-        except ValueError:
-            return False
-    return True
 
 
 def _request_host_name() -> str | None:

@@ -27,16 +27,16 @@ from typing import Any
 import httpx
 import structlog
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from broadcaster.broadcast import Broadcaster
 from broadcaster.config import Settings
 from broadcaster.connection import InputLimits, OutputLimits
+from broadcaster.containment import Containment
 from broadcaster.fd_limit import FdLimit, raise_fd_limit
 from broadcaster.gc_pacing import GcPacer
 from broadcaster.heartbeat import sweep_heartbeats
 from broadcaster.http import create_app
+from broadcaster.http_server import ContainedConfig, serve_http
 from broadcaster.hub import Hub
 from broadcaster.metrics import build_registry
 from broadcaster.pop_topics import BUILTIN_TOPICS
@@ -109,8 +109,9 @@ def input_limits(settings: Settings) -> InputLimits:
     )
 
 
-def _hypercorn_config(settings: Settings) -> HypercornConfig:
-    config = HypercornConfig()
+def _hypercorn_config(settings: Settings, containment: Containment) -> ContainedConfig:
+    config = ContainedConfig()
+    config.containment = containment
     config.bind = [f"{settings.http_host}:{settings.http_port}"]
     config.accesslog = None
     # A Logger, not a path: hypercorn then adds no handler of its own (see broadcaster.logs).
@@ -205,9 +206,9 @@ async def _serve(
             binds: list[str] = await nursery.start(
                 servers.run,
                 partial(
-                    hypercorn_serve,
+                    serve_http,
                     app,
-                    _hypercorn_config(settings),
+                    _hypercorn_config(settings, hub.containment),
                     shutdown_trigger=http_stop.wait,
                 ),
             )

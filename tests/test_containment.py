@@ -14,19 +14,23 @@ from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, NoReturn
 
+import httpx
 import pytest
 import structlog
 import trio
 import trio.testing
+from hypercorn.trio.tcp_server import TCPServer
 from wsproto.events import Pong, TextMessage
 
 from broadcaster import ws_server
 from broadcaster.broadcast import Broadcaster
+from broadcaster.config import build_settings
 from broadcaster.containment import Containment, Stage
 from broadcaster.heartbeat import sweep_once
 from broadcaster.hub import Hub
 from broadcaster.outbound import Outbound
 from broadcaster.protocol import CloseCode
+from broadcaster.service import RunningService, serve
 from broadcaster.source_health import SourceHealth
 from broadcaster.sources.base import StatementResult
 from broadcaster.topics import Topic
@@ -54,11 +58,14 @@ def no_failures_but(containment: Containment, **expected: int) -> dict[str, int]
 def test_an_exception_is_logged_counted_and_ends_only_through_on_failure() -> None:
     containment = Containment()
     ended: list[str] = []
-    with structlog.testing.capture_logs() as logs, containment.boundary(
-        Stage.HANDLER,
-        connection_id="ws_7",
-        address="127.0.0.9",
-        on_failure=lambda: ended.append("x"),
+    with (
+        structlog.testing.capture_logs() as logs,
+        containment.boundary(
+            Stage.HANDLER,
+            connection_id="ws_7",
+            address="127.0.0.9",
+            on_failure=lambda: ended.append("x"),
+        ),
     ):
         raise Boom("bad")
     assert ended == ["x"]
@@ -86,8 +93,11 @@ async def test_cancellation_passes_through_untouched() -> None:
 
 def test_from_a_group_the_exceptions_are_contained_and_the_rest_goes_on() -> None:
     containment = Containment()
-    with pytest.raises(BaseExceptionGroup) as raised, containment.boundary(
-        Stage.READER, connection_id=None, address=None, on_failure=lambda: None
+    with (
+        pytest.raises(BaseExceptionGroup) as raised,
+        containment.boundary(
+            Stage.READER, connection_id=None, address=None, on_failure=lambda: None
+        ),
     ):
         raise BaseExceptionGroup("both", [Boom("bad"), KeyboardInterrupt()])
     assert [type(e) for e in raised.value.exceptions] == [KeyboardInterrupt]
@@ -280,3 +290,20 @@ async def test_a_topic_whose_value_cannot_be_built_fails_alone(
     ] * 3
     assert loop.states["bad"].failures == 3
     assert loop.states["bad"].seq == 3
+
+
+# --- the HTTP port: one connection's failure inside hypercorn stays that connection's ----------
+
+
+async def test_an_http_connection_error_is_contained(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = build_settings({"ws_port": 0, "http_port": 0, "default_topics": ""})
+    service: RunningService = await nursery.start(partial(serve, settings, source=FakeSource()))
+    async with httpx.AsyncClient() as client:
+        with monkeypatch.context() as patched:
+            patched.setattr(TCPServer, "_read_data", boom)
+            with pytest.raises(httpx.TransportError):
+                await client.get(f"{service.http_url}/health")
+        assert (await client.get(f"{service.http_url}/health")).status_code == 200
+    assert service.hub.containment.counts() == no_failures_but(service.hub.containment, http=1)

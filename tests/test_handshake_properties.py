@@ -151,7 +151,8 @@ def test_only_version_13_is_accepted(version: bytes) -> None:
     assert status_of(upgrade(Sec_WebSocket_Version=version)) == expected
 
 
-_REG_NAME = st.from_regex(rb"(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2}){1,30}", fullmatch=True)
+# At most 21 characters or escapes: at most 63 characters, the longest label allowed.
+_REG_NAME = st.from_regex(rb"(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2}){1,21}", fullmatch=True)
 _VALID_HOST = st.tuples(
     st.one_of(
         _REG_NAME,
@@ -168,6 +169,13 @@ _VALID_HOST = st.tuples(
 @example(host=b"a..b")  # an empty label: IDNA would raise
 def test_every_valid_host_is_accepted(host: bytes) -> None:
     assert status_of(upgrade(Host=host)) == 101
+
+
+@given(label=st.integers(64, 300), labels=st.integers(1, 4))
+def test_a_label_over_63_characters_or_a_name_over_253_is_refused(label: int, labels: int) -> None:
+    assert status_of(upgrade(Host=b".".join([b"a" * label] * labels))) == 400
+    assert status_of(upgrade(Host=b".".join([b"a" * 63] * 4))) == 400  # 255 characters
+    assert status_of(upgrade(Host=b".".join([b"a" * 63] * 3 + [b"a" * 61]))) == 101  # 253
 
 
 @given(

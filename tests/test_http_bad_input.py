@@ -40,6 +40,9 @@ HOSTILE_REQUESTS = {
     "Host with markup": (get(b"/api/client-config", host=b"bad host<script>"), 400),
     "Host with NUL": (get(b"/api/client-config", host=b"a\x00b"), 400),
     "invalid Host on /health": (get(b"/health", host=b"[::1"), 400),
+    # Werkzeug's IDNA codec raised on it (a 500); the fuzzer found it (case 20260101:526).
+    "Host label over 63 characters": (get(b"/health", host=b"a" * 64), 400),
+    "Host port over 65535": (get(b"/health", host=b"127.0.0.1:65536"), 400),
     "two Host headers": (get(b"/", b"Host: other.example"), 400),
     "no Host": (get(b"/", host=None), 400),
     # Percent-encoding that decodes to nothing valid.

@@ -179,7 +179,7 @@ async def test_oversized_frame_closes_only_that_client_with_1009(
     assert status["summary"]["oversizedMessages"] == 1
     # Refusing an oversized message is foreseen, not a failure of the server's own.
     assert status["summary"]["connectionErrors"] == dict.fromkeys(
-        ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle"), 0
+        ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle", "http"), 0
     )
 
 
@@ -247,5 +247,5 @@ async def test_metrics_endpoint_exposes_counters(start_service: StartService) ->
     assert "broadcaster_connections_active 1.0" in text
     assert re.search(r'broadcaster_topic_subscribers\{topic="overview"\} 1\.0', text)
     assert "broadcaster_broadcasts_total" in text
-    for stage in ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle"):
+    for stage in ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle", "http"):
         assert f'broadcaster_connection_errors_total{{stage="{stage}"}} 0.0' in text
