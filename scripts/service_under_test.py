@@ -21,9 +21,10 @@ when stdin closes with ``--stop-on-stdin-eof``.
 
 Probes, for telling a leak of Python objects from allocator warm-up:
 
-- SIGUSR1: ``gc.collect()``, then a JSON dump in ``--dump-dir`` (``dump-N.json``): RSS, the
-  glibc heap (``mallinfo2``), pymalloc's arenas (``sys._debugmallocstats``), live objects per
-  type (``gc.get_objects``), the length of every container attribute of the hub, the broadcast
+- SIGUSR1: a full collection that counts the cyclic garbage it frees, per type (garbage that
+  was waiting for the collector), then a JSON dump in ``--dump-dir`` (``dump-N.json``): RSS,
+  the glibc heap (``mallinfo2``), pymalloc's arenas (``sys._debugmallocstats``), live objects
+  per type (``gc.get_objects``), the length of every container attribute of the hub, the broadcast
   loop and the source health, Trio's task and I/O-waiter counts. With ``--tracemalloc FRAMES``
   (tracing from before ``broadcaster`` is imported) it also writes ``snapshot-N.tracemalloc``
   for the controller to compare (``tracemalloc.Snapshot.load``): the server keeps no snapshot.
@@ -193,6 +194,24 @@ def live_types() -> dict[str, int]:
     return dict(counts)
 
 
+def collect_garbage(top: int = 20) -> tuple[int, dict[str, int]]:
+    """A full collection that first counts, per type, the unreachable objects it frees (cyclic
+    garbage waiting for the collector); the number freed and the ``top`` types."""
+    saved = gc.get_debug()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # unreachable objects go to gc.garbage instead of away
+    try:
+        collected = gc.collect()
+        counts: Counter[str] = Counter()
+        for obj in gc.garbage:
+            kind = type(obj)
+            counts[f"{kind.__module__}.{kind.__qualname__}"] += 1
+        gc.garbage.clear()
+    finally:
+        gc.set_debug(saved)
+    gc.collect()  # now free them
+    return collected, dict(counts.most_common(top))
+
+
 class Probes:
     """The SIGUSR1 and SIGUSR2 probes of one running service."""
 
@@ -207,14 +226,17 @@ class Probes:
         started = time.monotonic()
         self.dumps += 1
         n = self.dumps
-        collected = gc.collect()
+        rss_before_collect = rss_bytes()
+        collected, garbage = collect_garbage()
         statistics = trio.lowlevel.current_statistics()
         io = statistics.io_statistics
         report: dict[str, Any] = {
             "n": n,
             "unix_time": time.time(),
             "rss_bytes": rss_bytes(),
+            "rss_before_collect_bytes": rss_before_collect,
             "gc_collected": collected,
+            "gc_garbage_types": garbage,
             "gc_garbage": len(gc.garbage),
             "glibc": glibc_heap(),
             "pymalloc": pymalloc_stats(),
