@@ -81,7 +81,7 @@ class Settings(BaseModel):
         100, description="messages a client may send in one burst (the token bucket's size)"
     )
     client_bytes_per_s: Annotated[int, Field(ge=1024, le=1 << 30)] = Field(
-        65536,
+        16384,
         description="bytes a client may send per second on average; over it, reading pauses",
     )
     client_frames_per_s: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
