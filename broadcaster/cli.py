@@ -18,12 +18,12 @@ from typing import Any, NoReturn
 import trio
 
 from broadcaster import __version__
+from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
+from broadcaster.broadcast.topics import build_catalog
 from broadcaster.client.watch import add_watch_command, run_watch
 from broadcaster.config import Settings, build_settings, env_name, flag_name
 from broadcaster.errors import ConfigError
 from broadcaster.logs import configure_logging
-from broadcaster.pop_topics import BUILTIN_TOPICS
-from broadcaster.topics import build_catalog
 
 EXIT_USAGE = 2
 EXIT_STARTUP_FAILED = 1

@@ -18,11 +18,11 @@ import structlog
 import trio
 
 from broadcaster import protocol
-from broadcaster.connection import ClientInfo, Connection, InputLimits, OutputLimits
 from broadcaster.containment import Containment
-from broadcaster.frames import Frame
-from broadcaster.outbound import Outbound, fan_out
 from broadcaster.protocol import CloseCode, ErrorCode
+from broadcaster.ws.connection import ClientInfo, Connection, InputLimits, OutputLimits
+from broadcaster.ws.frames import Frame
+from broadcaster.ws.outbound import Outbound, fan_out
 
 log = structlog.get_logger("broadcaster.hub")
 

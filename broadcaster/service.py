@@ -28,25 +28,25 @@ import httpx
 import structlog
 import trio
 
-from broadcaster.broadcast import Broadcaster
+from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
+from broadcaster.broadcast.topics import build_catalog
 from broadcaster.config import Settings
-from broadcaster.connection import InputLimits, OutputLimits
 from broadcaster.containment import Containment
-from broadcaster.fd_limit import FdLimit, raise_fd_limit
-from broadcaster.gc_pacing import GcPacer
-from broadcaster.heartbeat import sweep_heartbeats
-from broadcaster.http import create_app
-from broadcaster.http_server import ContainedConfig, serve_http
 from broadcaster.hub import Hub
-from broadcaster.metrics import build_registry
-from broadcaster.pop_topics import BUILTIN_TOPICS
+from broadcaster.ops.fd_limit import FdLimit, raise_fd_limit
+from broadcaster.ops.gc_pacing import GcPacer
+from broadcaster.ops.http import create_app
+from broadcaster.ops.http_server import ContainedConfig, serve_http
+from broadcaster.ops.metrics import build_registry
+from broadcaster.ops.stats import log_stats
 from broadcaster.protocol import CloseCode
-from broadcaster.source_health import SourceHealth
 from broadcaster.sources.base import MetricsSource
+from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
-from broadcaster.stats import log_stats
-from broadcaster.topics import build_catalog
-from broadcaster.ws_server import WebSocketEndpoint, serve_websockets
+from broadcaster.ws.connection import InputLimits, OutputLimits
+from broadcaster.ws.heartbeat import sweep_heartbeats
+from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
 
 log = structlog.get_logger("broadcaster.service")
 

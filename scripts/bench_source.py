@@ -45,7 +45,11 @@ from broadcaster.config import build_settings  # noqa: E402
 from broadcaster.errors import ConfigError  # noqa: E402
 from broadcaster.logs import configure_logging  # noqa: E402
 from broadcaster.sources.base import Series, StatementResult  # noqa: E402
-from broadcaster.topics import series_data  # noqa: E402
+
+try:
+    from broadcaster.broadcast.topics import series_data
+except ImportError:  # a tree from before the package had folders (scripts/abuse --checkout)
+    from broadcaster.topics import series_data  # type: ignore[no-redef]
 
 HOST = "127.0.0.1"
 COLUMNS = ("sentAtUs", "pad")

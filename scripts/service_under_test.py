@@ -82,7 +82,7 @@ def import_service(checkout: Path) -> tuple[Any, Any, Any]:
     import broadcaster.config as config
     import broadcaster.logs
     import broadcaster.service as service
-    import broadcaster.topics  # noqa: F401  (bench_source imports it: from the checkout)
+    import broadcaster.sources.base  # noqa: F401  (bench_source imports it: from the checkout)
 
     sys.path.insert(0, str(ROOT / "scripts"))
     import bench_source

@@ -13,14 +13,14 @@ from typing import Any
 import orjson
 import trio
 
+from broadcaster.broadcast.topics import Topic
 from broadcaster.config import Settings
-from broadcaster.connection import ClientInfo, Connection, OutputLimits
 from broadcaster.errors import QueryRejected, SourceUnavailable
-from broadcaster.frames import Frame
 from broadcaster.hub import Hub
 from broadcaster.service import input_limits
 from broadcaster.sources.base import Series, StatementResult
-from broadcaster.topics import Topic
+from broadcaster.ws.connection import ClientInfo, Connection, OutputLimits
+from broadcaster.ws.frames import Frame
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Opening-handshake requests as raw bytes, shared by the handshake tests.
 
-No import of the server's handshake: tests/test_handshake.py must also run against the code
+No import of the server's handshake: tests/ws/test_handshake.py must also run against the code
 from before it.
 """
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import REPO
+
+ROOT = REPO
 NODE_DIR = ROOT / "scripts" / "bench_node"  # committed: package.json, lock file, .mjs
 NODE_PREFIX = ROOT / ".bench" / "node"  # ignored: npm ci installs node_modules here
 NODE_MODULES = NODE_PREFIX / "node_modules"

@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "run"
+from tests import REPO
+
+SCRIPT = REPO / "scripts" / "run"
 
 
 def banner(http_port: int, ws_port: int) -> list[str]:

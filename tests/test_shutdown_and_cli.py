@@ -23,7 +23,7 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from broadcaster.cli import build_parser, settings_from
-from broadcaster.fd_limit import RESERVED_FDS
+from broadcaster.ops.fd_limit import RESERVED_FDS
 from tests.influxd import Influxd, free_ports
 from tests.wsclient import connect, eventually, next_message, raw_handshake
 

@@ -5,7 +5,7 @@
 // On connect: `welcome` (subscribed to nothing). Accepts `subscribe` / `unsubscribe` (answers
 // `subscription_confirmed`, then the topic's latest value, as our service does) and answers
 // `ping` with `pong`. Every interval (drift-free ticks at start + k * interval; a late tick skips
-// the ticks it missed, like broadcaster/broadcast.py) it builds one `metrics_update` per topic,
+// the ticks it missed, like broadcaster/broadcast/loop.py) it builds one `metrics_update` per topic,
 // serializes it ONCE to a Buffer and hands that Buffer to `send` of every open subscriber: the
 // idiomatic fast fan-out with `ws`. The message carries `sentAtUs` (in data.series[0].rows[0], the
 // shape of our service's update), the wall clock (µs) just

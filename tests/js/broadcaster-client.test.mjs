@@ -1,7 +1,7 @@
 // Unit tests of broadcaster/static/broadcaster-client.js under Node's test runner:
 //   node --test tests/js/
 // A fake WebSocket and a virtual clock (tests/js/fakes.mjs) make every delay exact: this is
-// the unit level. tests/test_dashboard_browser.py runs the real client in Chromium against
+// the unit level. tests/client/test_dashboard_browser.py runs the real client in Chromium against
 // the real service.
 
 import assert from "node:assert/strict";

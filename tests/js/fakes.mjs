@@ -3,7 +3,7 @@
 // Why fakes: these tests are the unit level. They check the client's timing policy (backoff,
 // jitter, shutdown delay, ping and pong deadlines, the circuit breaker) exactly, in virtual
 // time, in milliseconds, without waiting. The real thing, a real browser against the real
-// service, is tests/test_dashboard_browser.py.
+// service, is tests/client/test_dashboard_browser.py.
 
 /** Timers in virtual time: nothing runs until advance() moves the clock past its due time. */
 export class FakeClock {

@@ -1,4 +1,4 @@
-// A dashboard on npm `ws` (the Node client our users compare with), for tests/test_client_compat.py.
+// A dashboard on npm `ws` (the Node client our users compare with), for tests/ws/test_client_compat.py.
 //
 //   node tests/js/ws_compat_client.mjs ws://127.0.0.1:P/ws TOPIC OVERSIZED_BYTES
 //

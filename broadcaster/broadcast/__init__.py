@@ -1,0 +1,1 @@
+"""The data side: the broadcast loop, the topics and the built-in topics."""

@@ -1,0 +1,228 @@
+"""The HTTP app (quart-trio): WebSocket status, health, Prometheus metrics, and the live
+dashboard (``/``, ``/static/...``, ``/api/client-config``).
+
+The dashboard's files live in ``broadcaster/static`` inside the package, so they ship in the
+wheel. The page connects to the WebSocket server, which listens on another port: it asks
+``/api/client-config`` for the URL, built from the host name the browser used to reach this
+app, so the page also works when opened from another machine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGISendCallable,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Scope,
+)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from quart import Response, abort, request, send_from_directory
+from quart_trio import QuartTrio
+
+from broadcaster.host_header import is_valid_host
+from broadcaster.hub import Hub
+from broadcaster.ops.metrics import render
+from broadcaster.protocol import iso_now
+from broadcaster.sources.health import SourceHealth
+
+log = structlog.get_logger("broadcaster.ops.http")
+
+STATIC_DIR = Path(__file__).parent.parent / "static"  # broadcaster/static, inside the wheel
+# Explicit, not mimetypes: Python 3.11 without /etc/mime.types says application/javascript.
+# Quart adds "; charset=utf-8" to text types.
+CONTENT_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+# Longer names cannot be a file here, and would make the OS raise ENAMETOOLONG (a 500).
+MAX_STATIC_NAME_BYTES = 255
+# What a host name usable in the dashboard's WebSocket URL looks like (names, IPv4, IPv6
+# without brackets); a valid Host header may still hold another (``%41``, ``!``).
+_HOST_NAME = re.compile(r"[A-Za-z0-9._:-]{1,253}")
+
+
+class _App(QuartTrio):
+    """QuartTrio that logs a route's unexpected error through structlog, so that the JSON log
+    line carries the traceback (Quart's own line, through the standard library, lost it)."""
+
+    def log_exception(
+        self,
+        exception_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        log.error(
+            "HTTP request failed",
+            method=request.method,
+            path=request.path,
+            exc_info=exception_info,
+        )
+
+
+_AsgiApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+
+
+class _RefuseInvalidHost:
+    """ASGI middleware: a request with an invalid ``Host`` gets 400 before the framework reads
+    it (RFC 9112 3.2). Checked here, not in a route hook, because Werkzeug's IDNA codec raises
+    on some hosts (a label over 63 characters) while building the request: a 500."""
+
+    def __init__(self, app: _AsgiApp) -> None:
+        self._app = app
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http" and not all(
+            # RFC 9112 3.2: a request without an authority sends an empty Host.
+            is_valid_host(value) or not value
+            for name, value in scope["headers"]
+            if name.lower() == b"host"
+        ):
+            body = b"invalid Host header\n"
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", b"%d" % len(body)),
+                ],
+            }
+            await send(start)
+            await send(HTTPResponseBodyEvent(type="http.response.body", body=body, more_body=False))
+            return
+        await self._app(scope, receive, send)
+
+
+def create_app(
+    hub: Hub, health: SourceHealth, registry: CollectorRegistry, *, websocket_url: str
+) -> QuartTrio:
+    """Build the app; it reads the hub and the health (``/health`` may ask for a ping).
+
+    Args:
+        websocket_url: the WebSocket server's URL as bound (``WebSocketEndpoint.url``); its
+            port and path tell the dashboard where to connect.
+    """
+    app = _App("broadcaster", static_folder=None)
+    app.asgi_app = _RefuseInvalidHost(app.asgi_app)  # type: ignore[method-assign]
+    # Otherwise "/static//etc/passwd" is redirected (308) to "/static/etc/passwd": answer 404.
+    app.url_map.merge_slashes = False
+    websocket = urlsplit(websocket_url)
+    websocket_port = websocket.port
+    websocket_path = websocket.path or "/"
+
+    @app.before_request
+    async def refuse_bad_requests() -> None:
+        # No route takes content; a body on GET is at best ignored, at worst a smuggling try.
+        if request.method in ("GET", "HEAD") and (
+            request.content_length or "Transfer-Encoding" in request.headers
+        ):
+            abort(400, "GET and HEAD requests carry no content here")
+
+    async def send_static(file_name: str) -> Response:
+        content_type = CONTENT_TYPES.get(Path(file_name).suffix)
+        if content_type is None or len(file_name.encode(errors="replace")) > MAX_STATIC_NAME_BYTES:
+            abort(404)
+        response = await send_from_directory(STATIC_DIR, file_name, mimetype=content_type)
+        response.cache_control.no_cache = True  # revalidate (ETag): a new version shows at once
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        # Browsers load module scripts with CORS: without this, a page from another origin
+        # cannot `import` /static/broadcaster-client.js. The files are public and the same
+        # for everyone, so any origin may read them. Only static files: the /api/ answers
+        # describe this service's connections and are left to the same origin.
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    @app.get("/")
+    async def dashboard() -> Response:
+        return await send_static("index.html")
+
+    @app.get("/static/<path:file_name>")
+    async def static_file(file_name: str) -> Response:
+        return await send_static(file_name)
+
+    @app.get("/api/client-config")
+    async def client_config() -> dict[str, Any]:
+        host = _request_host_name() or websocket.hostname or "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"  # an IPv6 address
+        scheme = "wss" if request.scheme == "https" else "ws"
+        port = f":{websocket_port}" if websocket_port is not None else ""
+        return {
+            "websocketUrl": f"{scheme}://{host}{port}{websocket_path}",
+            "websocketPort": websocket_port,
+            "websocketPath": websocket_path,
+        }
+
+    @app.get("/api/websocket/status")
+    async def websocket_status() -> dict[str, Any]:
+        totals = hub.totals
+        return {
+            "status": "ok",
+            "timestamp": iso_now(),
+            "summary": {
+                "activeConnections": hub.active_count(),
+                "trackedConnections": len(hub.connections),
+                "totalConnectionsCreated": totals.connections_created,
+                "totalConnectionsClosed": totals.connections_closed,
+                "totalConnectionsRefused": totals.connections_refused,
+                "totalBroadcasts": totals.broadcasts,
+                "totalErrors": totals.errors,
+                "slowConsumersClosed": totals.slow_consumers_closed,
+                "replacedUpdates": totals.replaced_updates,
+                "heartbeatTimeouts": totals.heartbeat_timeouts,
+                "oversizedMessages": totals.oversized_messages,
+                "connectionErrors": hub.containment.counts(),
+                "subscribers": hub.subscriber_counts(),
+            },
+            "connections": [connection.summary() for connection in hub.connections.values()],
+        }
+
+    @app.get("/health")
+    async def health_check() -> tuple[dict[str, Any], int]:
+        """200 or 503 within ``CHECK_WAIT_S``, however slow the database (see source_health)."""
+        await health.check()
+        influxdb = health.report()
+        healthy = bool(influxdb["healthy"])
+        body = {
+            "status": "ok" if healthy else "degraded",
+            "timestamp": iso_now(),
+            "services": {
+                "websocket": {
+                    "healthy": True,
+                    "activeConnections": hub.active_count(),
+                    "totalConnectionsTracked": len(hub.connections),
+                    "totalConnectionsCreated": hub.totals.connections_created,
+                },
+                "influxdb": influxdb,
+            },
+        }
+        return body, 200 if healthy else 503
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render(registry), content_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _request_host_name() -> str | None:
+    """The host name from the request's Host header, without the port; None if unusable."""
+    try:
+        name = urlsplit(f"//{request.host}").hostname
+    except ValueError:  # e.g. an unbalanced "[" in the header
+        return None
+    if name is None or not _HOST_NAME.fullmatch(name):
+        return None
+    return name

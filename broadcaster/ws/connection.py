@@ -1,0 +1,458 @@
+"""One client connection: its metadata, its reader, and the close sequence.
+
+Everything sent to the client goes through the connection's
+:class:`~broadcaster.ws.outbound.Outbound` in order; the hub never waits on a client. One
+task serves a connection: it reads (reading is how the server sees messages, pongs,
+disconnects, floods and oversized frames) while the outbound path writes synchronously, with
+a flusher task only while output is queued.
+
+Reading is bounded by :class:`InputLimits`: a message is measured in bytes (UTF-8, not
+characters) and in frames, and the bytes and frames a client sends are paced by token
+buckets: over its allowance the reader stops reading until the allowance is back, so a flood
+costs a bounded amount of work per second and never delays other clients.
+
+Every task serving the connection (the reader, each message's handling, the flusher) runs
+inside a :mod:`~broadcaster.containment` boundary: an unforeseen error closes this one
+connection with 1011 (or cuts it) and goes no further.
+
+Closing: the server queues its close frame after whatever must still go out, and gives the
+client ``CLOSE_HANDSHAKE_TIMEOUT_S`` to answer with its own close frame; then the socket is
+closed. A client's close frame is answered the same way. :meth:`Connection.abort` cuts a
+connection at once.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Protocol
+
+import structlog
+import trio
+from wsproto.connection import Connection as WsConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+
+from broadcaster import protocol
+from broadcaster.containment import Containment, Stage
+from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
+from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
+from broadcaster.ws.outbound import Outbound
+from broadcaster.ws.rate_limit import TokenBucket
+
+log = structlog.get_logger("broadcaster.ws.connection")
+
+CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
+RATE_LIMIT_ERROR_EVERY_S = 1.0
+RECEIVE_BYTES = 16384
+# Close codes a peer may not put in a close frame (RFC 6455 7.4.1): answered with 1000.
+_RESERVED_CLOSE_CODES = {1005, 1006, 1015}
+
+
+class SubscriptionHandler(Protocol):
+    """What a connection asks of the hub when its client (un)subscribes."""
+
+    def subscribe(self, connection: Connection, topics: tuple[str, ...]) -> None: ...
+
+    def unsubscribe(self, connection: Connection, topics: tuple[str, ...]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is on the other end, as far as the handshake tells."""
+
+    user_agent: str | None
+    ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What one client may send: bounds on the work its input can cause (see config.py)."""
+
+    max_message_bytes: int
+    max_message_fragments: int
+    messages_per_s: float
+    message_burst: int
+    bytes_per_s: int
+    frames_per_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLimits:
+    """When a connection's pending output makes it a slow consumer (closed with 4008)."""
+
+    max_messages: int = 64
+    max_bytes: int = 1 << 20
+    stall_timeout_s: float = 15.0
+
+
+@dataclass(eq=False)
+class Connection:
+    """A WebSocket client as the server tracks it.
+
+    ``last_activity`` is ``trio.current_time()`` of the last message or pong, so timers
+    can be tested in virtual time; the ``*_unix_ms`` fields are wall-clock, for reports.
+    """
+
+    id: str
+    client_info: ClientInfo
+    limits: OutputLimits
+    input_limits: InputLimits
+    containment: Containment = field(default_factory=Containment)
+    last_activity: float = field(default_factory=trio.current_time)
+    connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    error_count: int = 0
+    last_error: str | None = None
+    last_ping_rtt_ms: float | None = None
+    subscriptions: set[str] = field(default_factory=set)
+    close_code: int | None = None
+    close_reason: str | None = None
+    closed_by: str | None = None
+
+    def __post_init__(self) -> None:
+        self.outbound = Outbound(
+            max_items=self.limits.max_messages,
+            max_bytes=self.limits.max_bytes,
+            stall_timeout_s=self.limits.stall_timeout_s,
+            on_slow=self._too_slow,
+            on_broken=self._peer_gone,
+            on_replaced=lambda: self.on_replaced(self),
+        )
+        self._messages = TokenBucket(
+            self.input_limits.messages_per_s, self.input_limits.message_burst
+        )
+        # One second's allowance may be used at once: a well-behaved client never waits.
+        self._bytes = TokenBucket(self.input_limits.bytes_per_s, self.input_limits.bytes_per_s)
+        self._frames = TokenBucket(self.input_limits.frames_per_s, self.input_limits.frames_per_s)
+        self._scope = trio.CancelScope()
+        self._close_frame_queued = False
+        self._ping_sent_at: float | None = None
+        self._ping_payload = b""
+        self._rate_limited_until = -math.inf
+        self.dropped_messages = 0
+        # Set by the hub, which keeps the service-wide counters.
+        self.on_slow: Callable[[Connection], None] = lambda connection: None
+        self.on_error: Callable[[Connection], None] = lambda connection: None
+        self.on_replaced: Callable[[Connection], None] = lambda connection: None
+
+    # --- called by the hub, the broadcast loop and the heartbeat: never block ---------------
+
+    def offer(self, frame: Frame) -> bool:
+        """Send or queue ``frame`` without waiting; False once the connection is closing."""
+        if self.close_code is not None:
+            return False
+        self.outbound.push(frame)
+        if frame.topic is not None:
+            self.outbound.count_update(int(time.time() * 1000))
+        return True
+
+    def send_error(self, code: ErrorCode, message: str, **extra: Any) -> None:
+        """Send an ``error`` message and count it against this connection."""
+        self.note_error(f"{code.value}: {message}")
+        self.offer(Frame(protocol.error(code, message, **extra)))
+
+    def note_error(self, description: str) -> None:
+        """Count an error shown to this client (one frame may be shared by many clients)."""
+        self.error_count += 1
+        self.last_error = description
+        self.on_error(self)
+
+    def terminate(self, code: CloseCode, reason: str) -> None:
+        """Close with ``code`` now: unsent frames are dropped, the close frame goes next."""
+        self._close(code, reason, final=None)
+
+    def replace_pending_and_close(self, final: Frame, code: CloseCode, reason: str) -> None:
+        """Drop unsent frames, send ``final``, then close with ``code`` (used at shutdown)."""
+        self._close(code, reason, final=final)
+
+    def abort(self, code: CloseCode, reason: str) -> None:
+        """Cut the connection now, without a close handshake."""
+        self._set_close(code, reason, "server")
+        self.outbound.stop_accepting()
+        self._scope.cancel()
+
+    def drain(self) -> list[Outgoing]:
+        """Take every queued, unsent frame out (for a connection with no socket yet)."""
+        return self.outbound.drain()
+
+    def request_ping(self, timeout_s: float) -> None:
+        """Send a WebSocket ping unless one sent less than ``timeout_s`` ago is unanswered.
+
+        Its pong counts as activity and gives the round-trip time.
+        """
+        now = trio.current_time()
+        if self.close_code is not None:
+            return
+        if self._ping_sent_at is not None and now - self._ping_sent_at < timeout_s:
+            return
+        self._ping_payload = struct.pack("!d", time.monotonic())
+        self._ping_sent_at = now
+        self.outbound.push(Control.ping(self._ping_payload))
+
+    def touch(self) -> None:
+        """Record activity from the client."""
+        self.last_activity = trio.current_time()
+
+    def idle_s(self) -> float:
+        """Seconds since the client was last heard from."""
+        return trio.current_time() - self.last_activity
+
+    # --- serving -----------------------------------------------------------------------------
+
+    async def serve(
+        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
+    ) -> None:
+        """Read, handle and answer until the connection ends; the caller closes ``stream``.
+
+        Returns when the close handshake is done, the peer is gone, the close deadline
+        passed or :meth:`abort` was called. Never raises for client misbehaviour.
+        """
+        with self._scope:
+            async with trio.open_nursery() as nursery:
+                self.outbound.attach(stream.socket.fileno(), partial(self._start_flusher, nursery))
+                try:
+                    with self._boundary(Stage.READER, self._fail):
+                        await self._read_until_closed(stream, ws, hub)
+                    if self._close_frame_queued:  # ours or our answer: deliver it in time
+                        await self.outbound.wait_drained()
+                finally:
+                    self.outbound.detach()
+                    nursery.cancel_scope.cancel()
+        self._set_close(CloseCode.NORMAL, "", "server")
+
+    def _boundary(
+        self, stage: Stage, on_failure: Callable[[], None]
+    ) -> AbstractContextManager[None]:
+        return self.containment.boundary(
+            stage, connection_id=self.id, address=self.client_info.ip, on_failure=on_failure
+        )
+
+    def _start_flusher(self, nursery: trio.Nursery, flush: Callable[[], Awaitable[None]]) -> None:
+        nursery.start_soon(self._flush_contained, flush)
+
+    async def _flush_contained(self, flush: Callable[[], Awaitable[None]]) -> None:
+        with self._boundary(Stage.FLUSHER, self._cut):
+            await flush()
+
+    def _fail(self) -> None:
+        """After an unforeseen error: close with 1011, or cut if a close is already under way."""
+        if self.close_code is None:
+            self._close(CloseCode.INTERNAL_ERROR, "internal error", final=None)
+        else:
+            self._cut()
+
+    def _cut(self) -> None:
+        self.abort(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _read_until_closed(
+        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
+    ) -> None:
+        """Read and act on frames until the peer closes or goes away, within the limits.
+
+        Frames wsproto already holds (sent right behind the handshake) are acted on first.
+        """
+        message = _MessageInProgress()
+        while not await self._act_on_frames(ws, message, hub):
+            await self._bytes.repay()
+            try:
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._set_close(CloseCode.NORMAL, "connection lost", "client")
+                return
+            self._bytes.spend(len(data))
+            ws.receive_data(data)
+
+    async def _act_on_frames(
+        self, ws: WsConnection, message: _MessageInProgress, hub: SubscriptionHandler
+    ) -> bool:
+        """Act on each frame wsproto has parsed, at the allowed pace; True once closed."""
+        for event in ws.events():
+            self._frames.spend(1)
+            if isinstance(event, Message):
+                self._message_part(event, message, hub)
+            elif isinstance(event, Ping):
+                self.touch()
+                if self.close_code is None:
+                    self.outbound.push(Control.pong(event.payload))
+            elif isinstance(event, Pong):
+                self._pong(event.payload)
+            elif isinstance(event, CloseConnection):
+                self._closed_by_peer(ws, event)
+                return True
+            await self._frames.repay()
+        return False
+
+    def _message_part(
+        self, event: Message[Any], message: _MessageInProgress, hub: SubscriptionHandler
+    ) -> None:
+        """Add one frame (or part of one) to the message; act on the message once complete."""
+        if self.close_code is not None:
+            return  # closing: what the client still sends is discarded
+        self.touch()
+        limits = self.input_limits
+        data = event.data
+        message.size += (
+            len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
+        )
+        message.fragments += event.frame_finished
+        if message.size > limits.max_message_bytes:
+            self._close(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"Exceeded maximum message size: {limits.max_message_bytes} bytes",
+                final=None,
+            )
+            return
+        if message.fragments > limits.max_message_fragments:
+            self._close(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message split into more than {limits.max_message_fragments} frames",
+                final=None,
+            )
+            return
+        message.parts.append(data)
+        if event.message_finished:
+            raw = _joined(message.parts, event)
+            message.reset()
+            with self._boundary(Stage.HANDLER, self._fail):
+                self._receive(raw, hub)
+
+    def _closed_by_peer(self, ws: WsConnection, event: CloseConnection) -> None:
+        if ws.state is ConnectionState.OPEN:
+            # wsproto reports a frame it cannot parse as a close event of its own (1002, 1007).
+            self._close(event.code, event.reason or "protocol error", final=None)
+            return
+        if self.close_code is not None:
+            return  # the answer to our close frame
+        code = event.code
+        self._set_close(code, event.reason or "", "client")
+        answer = CloseCode.NORMAL if code in _RESERVED_CLOSE_CODES else code
+        self._queue_close_frame(CloseFrame(answer, ""), final=None)
+
+    def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+        if self._messages.take():
+            self._handle(raw, hub)
+        else:
+            self._drop_over_limit()
+
+    def _drop_over_limit(self) -> None:
+        """Drop a message sent over the rate limit, unparsed; say so at most once a second."""
+        self.dropped_messages += 1
+        now = trio.current_time()
+        if now >= self._rate_limited_until:
+            self._rate_limited_until = now + RATE_LIMIT_ERROR_EVERY_S
+            self.send_error(
+                ErrorCode.RATE_LIMITED,
+                "too many messages: messages over the limit are dropped "
+                f"({self.dropped_messages} so far)",
+            )
+
+    def _handle(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+        try:
+            message = protocol.parse_client_message(raw)
+        except ProtocolViolation as violation:
+            self.send_error(violation.code, violation.message)
+            return
+        match message:
+            case protocol.Ping(id=ping_id):
+                self.offer(Frame(protocol.pong(ping_id)))
+            case protocol.Subscribe(topics=topics):
+                hub.subscribe(self, topics)
+            case protocol.Unsubscribe(topics=topics):
+                hub.unsubscribe(self, topics)
+
+    def _pong(self, payload: bytes) -> None:
+        self.touch()
+        if self._ping_sent_at is not None and payload == self._ping_payload:
+            self.last_ping_rtt_ms = round((trio.current_time() - self._ping_sent_at) * 1000, 3)
+            self._ping_sent_at = None
+
+    # --- closing -----------------------------------------------------------------------------
+
+    def _close(self, code: int, reason: str, *, final: Frame | None) -> None:
+        """Queue ``final`` and the close frame in place of unsent frames; set the deadline."""
+        if self.close_code is not None:
+            return
+        self._set_close(code, reason, "server")
+        self._queue_close_frame(CloseFrame(code, reason), final=final)
+
+    def _queue_close_frame(self, close: CloseFrame, *, final: Frame | None) -> None:
+        """Unsent frames give way to ``final`` and the close frame, delivered by a deadline."""
+        self.outbound.discard_unsent()
+        if final is not None:
+            self.outbound.push(final)
+        self.outbound.push(close)
+        self._close_frame_queued = True
+        self._scope.deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT_S
+
+    def _too_slow(self, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.terminate(CloseCode.SLOW_CONSUMER, f"slow consumer: {reason}")
+        self.on_slow(self)
+
+    def _peer_gone(self) -> None:
+        self._set_close(CloseCode.NORMAL, "connection lost", "client")
+        self._scope.cancel()
+
+    def _set_close(self, code: int, reason: str, by: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason, self.closed_by = int(code), reason, by
+            self.outbound.stop_accepting()
+
+    @property
+    def broadcast_count(self) -> int:
+        """Updates handed to this connection: sent, queued, or queued and since replaced."""
+        return self.outbound.updates
+
+    @property
+    def last_broadcast_unix_ms(self) -> int | None:
+        """When the last update was handed to this connection."""
+        return self.outbound.last_update_unix_ms
+
+    def summary(self) -> dict[str, Any]:
+        """The connection as reported by the status API and the disconnect log line."""
+        return {
+            "id": self.id,
+            "connectedAt": iso_from_unix_ms(self.connected_at_unix_ms),
+            "lastActivity": iso_from_unix_ms(time.time() * 1000 - self.idle_s() * 1000),
+            "lastBroadcast": iso_from_unix_ms(self.last_broadcast_unix_ms),
+            "broadcastCount": self.broadcast_count,
+            "errorCount": self.error_count,
+            "lastError": self.last_error,
+            "subscriptions": sorted(self.subscriptions),
+            "lastPingRttMs": self.last_ping_rtt_ms,
+            "clientInfo": {"userAgent": self.client_info.user_agent, "ip": self.client_info.ip},
+            "pendingMessages": self.outbound.pending_items,
+            "pendingBytes": self.outbound.pending_bytes,
+            "replacedUpdates": self.outbound.replaced_updates,
+            "droppedMessages": self.dropped_messages,
+        }
+
+
+class _MessageInProgress:
+    """The frames of the client message being received: its parts, bytes and frame count."""
+
+    __slots__ = ("fragments", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str | bytes] = []
+        self.size = 0
+        self.fragments = 0
+
+    def reset(self) -> None:
+        self.parts = []
+        self.size = self.fragments = 0
+
+
+def _joined(parts: list[str | bytes], last: Message[Any]) -> str | bytes:
+    if isinstance(last, TextMessage):
+        return "".join(part for part in parts if isinstance(part, str))
+    assert isinstance(last, BytesMessage)
+    return b"".join(part for part in parts if isinstance(part, bytes))

@@ -1,0 +1,72 @@
+"""The heartbeat sweeper: pings every connection and closes the ones that went silent.
+
+Any message or pong from a client is activity. A connection silent for longer than the
+connection timeout is closed with 4000 (``heartbeat_timeout``) and counted; this is how a peer
+that completed the handshake and then never reads or answers is found.
+"""
+
+from __future__ import annotations
+
+import structlog
+import trio
+
+from broadcaster.containment import Stage
+from broadcaster.hub import Hub
+from broadcaster.protocol import CloseCode
+from broadcaster.ws.connection import Connection
+
+log = structlog.get_logger("broadcaster.ws.heartbeat")
+
+
+def sweep_once(hub: Hub, *, connection_timeout_s: float, ping_timeout_s: float) -> int:
+    """Close silent connections and ping the others; return how many were closed.
+
+    One connection's failure is reported and cuts that connection; the sweep goes on.
+    """
+    closed = 0
+    for connection in list(hub.connections.values()):
+        try:
+            closed += _sweep_connection(hub, connection, connection_timeout_s, ping_timeout_s)
+        except Exception as failure:
+            hub.containment.report(
+                Stage.HEARTBEAT,
+                failure,
+                connection_id=connection.id,
+                address=connection.client_info.ip,
+            )
+            connection.abort(CloseCode.INTERNAL_ERROR, "internal error")
+    return closed
+
+
+def _sweep_connection(
+    hub: Hub, connection: Connection, connection_timeout_s: float, ping_timeout_s: float
+) -> int:
+    """Close ``connection`` if silent for too long (1), else ping it (0)."""
+    idle_s = connection.idle_s()
+    if idle_s <= connection_timeout_s:
+        connection.request_ping(ping_timeout_s)
+        return 0
+    if connection.close_code is not None:
+        return 0  # already closing
+    connection.terminate(CloseCode.HEARTBEAT_TIMEOUT, f"no activity for {round(idle_s * 1000)} ms")
+    hub.totals.heartbeat_timeouts += 1
+    log.warning("connection timed out", connection_id=connection.id, idle_ms=round(idle_s * 1000))
+    return 1
+
+
+async def sweep_heartbeats(
+    hub: Hub,
+    *,
+    interval_s: float,
+    connection_timeout_s: float,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Every ``interval_s``: one :func:`sweep_once`. Runs until cancelled."""
+    task_status.started()
+    next_sweep = trio.current_time()
+    while True:
+        next_sweep += interval_s
+        await trio.sleep_until(next_sweep)
+        sweep_once(
+            hub, connection_timeout_s=connection_timeout_s, ping_timeout_s=connection_timeout_s
+        )

@@ -1,0 +1,204 @@
+"""The WebSocket server: accepts on ``/ws`` (wsproto on Trio) and hands each client to the hub.
+
+The server owns its WebSocket layer so that the broadcast can write one shared frame to every
+subscriber without a task switch per client (see :mod:`broadcaster.ws.outbound`). The upgrade
+request is parsed with h11 and checked by :mod:`broadcaster.ws.handshake`; wsproto parses client
+frames. No extension is negotiated.
+
+Accepting and serving live in different scopes: the accept loop runs in a cancel scope of
+its own, the connections in a nursery that outlives it. Shutdown cancels the accept scope
+(the listening sockets close, new clients are refused by the kernel) while the open
+connections are still there to be told ``server_shutdown`` and closed with 1001.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import structlog
+import trio
+from wsproto import ConnectionType
+from wsproto.connection import Connection as WsConnection
+from wsproto.events import CloseConnection
+
+from broadcaster.containment import Stage
+from broadcaster.hub import Hub
+from broadcaster.protocol import CloseCode
+from broadcaster.ws import handshake
+from broadcaster.ws.connection import RECEIVE_BYTES, ClientInfo
+from broadcaster.ws.frames import CloseFrame
+
+log = structlog.get_logger("broadcaster.ws")
+
+WS_PATH = "/ws"
+HANDSHAKE_TIMEOUT_S = 10.0
+REFUSE_CLOSE_TIMEOUT_S = 2.0
+# The client left: expected at any point, never a failure.
+_PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+_BAD_REQUEST_BODY = b"bad request\n"
+_BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+    % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
+)
+_CLOSE_1011 = CloseFrame(CloseCode.INTERNAL_ERROR, "internal error").wire
+
+
+@dataclass
+class WebSocketEndpoint:
+    """A running WebSocket server: where it listens, and how to stop accepting."""
+
+    host: str
+    port: int
+    accept_scope: trio.CancelScope
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect to."""
+        return f"ws://{self.host}:{self.port}{WS_PATH}"
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; open connections are left alone."""
+        self.accept_scope.cancel()
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    ws: WsConnection
+    client_info: ClientInfo
+
+
+async def serve_websockets(
+    hub: Hub,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[WebSocketEndpoint] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve WebSocket clients until cancelled; reports the bound endpoint when listening."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port = listeners[0].socket.getsockname()[1]
+    endpoint = WebSocketEndpoint(host=host, port=bound_port, accept_scope=trio.CancelScope())
+    async with trio.open_nursery() as connections:
+        log.info(
+            "websocket server listening", url=endpoint.url, max_connections=hub.max_connections
+        )
+        task_status.started(endpoint)
+        with endpoint.accept_scope:
+            await trio.serve_listeners(
+                partial(_serve_client, hub, endpoint),
+                listeners,
+                handler_nursery=connections,
+            )
+
+
+async def _serve_client(hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream) -> None:
+    """One client from its first byte to its socket's close.
+
+    Nothing that happens while serving it escapes: what the protocol foresees is answered
+    where it is read, and anything else is caught by a containment boundary that ends this
+    client alone (HTTP 400 during the handshake, close 1011 after it).
+    """
+    boundary = partial(hub.containment.boundary, connection_id=None, address=_peer_ip(stream))
+    accepted: _Accepted | None = None
+    try:
+        with boundary(Stage.HANDSHAKE, on_failure=partial(_send_now, stream, _BAD_REQUEST)):
+            accepted = await _handshake_in_time(stream)
+        if accepted is not None:
+            with boundary(Stage.LIFECYCLE, on_failure=partial(_send_now, stream, _CLOSE_1011)):
+                await _serve_accepted(hub, endpoint, stream, accepted)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _handshake_in_time(stream: trio.SocketStream) -> _Accepted | None:
+    """The handshake, or None if the client left or took longer than the timeout."""
+    with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+        try:
+            return await _handshake(stream)
+        except _PEER_GONE:
+            return None
+    return None
+
+
+async def _serve_accepted(
+    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, accepted: _Accepted
+) -> None:
+    """Refuse the upgraded client, or register it and serve it until it is closed."""
+    if endpoint.accept_scope.cancel_called or not hub.has_capacity():
+        with contextlib.suppress(*_PEER_GONE):
+            await _refuse(hub, endpoint, stream, accepted.ws)
+        return
+    connection = hub.open(accepted.client_info)
+    try:
+        await connection.serve(stream, accepted.ws, hub)
+    finally:
+        hub.close(connection)
+
+
+def _send_now(stream: trio.SocketStream, data: bytes) -> None:
+    """Best-effort last words to a client being cut off: one non-blocking write, no waiting."""
+    with contextlib.suppress(OSError):
+        os.write(stream.socket.fileno(), data)
+
+
+def _peer_ip(stream: trio.SocketStream) -> str | None:
+    try:
+        return str(stream.socket.getpeername()[0])
+    except OSError:
+        return None
+
+
+async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
+    """Read the upgrade request and answer it: accepted, or refused with an HTTP error.
+
+    :mod:`broadcaster.ws.handshake` judges the request without decoding any header, so no
+    request can raise here; a refused client gets an answer it can read (lingering close).
+    """
+    reader = handshake.RequestReader()
+    request = await handshake.receive_request(stream, reader)
+    if request is None:
+        return None  # gone before sending a whole request
+    if isinstance(request, handshake.Reject):
+        decision: handshake.Accept | handshake.Reject = request
+    else:
+        decision = handshake.validate(request, path=WS_PATH)
+    if isinstance(decision, handshake.Reject):
+        log.debug(  # not info: every port scan would fill the log
+            "handshake refused", status=decision.status, reason=decision.reason, ip=_peer_ip(stream)
+        )
+        await handshake.send_rejection(stream, decision)
+        return None
+    await stream.send_all(handshake.accept_response(decision))
+    # Frames the client sent without waiting for our 101 are the connection's first input.
+    ws = WsConnection(ConnectionType.SERVER, trailing_data=reader.trailing_data())
+    return _Accepted(ws, _client_info(decision.user_agent, stream))
+
+
+def _client_info(user_agent: bytes | None, stream: trio.SocketStream) -> ClientInfo:
+    return ClientInfo(
+        user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
+        ip=_peer_ip(stream),
+    )
+
+
+async def _refuse(
+    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, ws: WsConnection
+) -> None:
+    """Close a just-accepted client with 1001 (shutting down) or 1013 (at capacity)."""
+    hub.refuse()
+    if endpoint.accept_scope.cancel_called:
+        code, reason = CloseCode.GOING_AWAY, "server shutting down"
+    else:
+        code = CloseCode.TRY_AGAIN_LATER
+        reason = f"server at capacity ({hub.max_connections} connections)"
+    log.warning("connection refused", reason=reason, code=int(code))
+    with trio.move_on_after(REFUSE_CLOSE_TIMEOUT_S):
+        await stream.send_all(CloseFrame(code, reason).wire)
+        while data := await stream.receive_some(RECEIVE_BYTES):  # until its close frame
+            ws.receive_data(data)
+            if any(isinstance(event, CloseConnection) for event in ws.events()):
+                return

@@ -1,0 +1,235 @@
+"""The broadcast loop in virtual time (MockClock with autojump): ticks, query counts, staleness.
+
+In memory with a fake source (tests/fakes.py); the real source and real clients are covered
+by the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.hub import Hub
+from broadcaster.sources.health import SourceHealth
+from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
+
+INTERVAL_S = 10.0
+TIMEOUT_S = 5.0
+
+
+def make_broadcaster(hub: Hub, source: FakeSource, *names: str, **options: Any) -> Broadcaster:
+    health = SourceHealth(source, max_age_s=2 * INTERVAL_S, ping_timeout_s=TIMEOUT_S)
+    return Broadcaster(
+        hub,
+        source,
+        make_topics(*names),
+        health,
+        interval_s=INTERVAL_S,
+        query_timeout_s=TIMEOUT_S,
+        **options,
+    )
+
+
+async def run_for(broadcaster: Broadcaster, seconds: float) -> None:
+    """Run the loop for ``seconds`` of virtual time, then cancel it."""
+    with trio.move_on_after(seconds):
+        await broadcaster.run()
+
+
+async def test_no_query_without_subscribers(autojump_clock: trio.testing.MockClock) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"])
+    broadcaster = make_broadcaster(hub, source, "overview")
+    await run_for(broadcaster, 5 * INTERVAL_S + 1)
+    assert broadcaster.ticks == 5
+    assert source.calls == []
+
+
+async def test_one_query_per_topic_per_tick_with_many_clients(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview", "regressions", "idle"], defaults=["overview", "regressions"])
+    clients = [open_connection(hub) for _ in range(40)]
+    received: dict[str, list[dict[str, Any]]] = {client.id: [] for client in clients}
+
+    async def read_every_second() -> None:
+        # Clients that read: one that does not would only get the latest update per topic.
+        while True:
+            await trio.sleep(1)
+            for client in clients:
+                received[client.id] += sent_messages(client)
+
+    broadcaster = make_broadcaster(hub, source, "overview", "regressions", "idle")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_every_second)
+        await run_for(broadcaster, 3 * INTERVAL_S + 1)
+        nursery.cancel_scope.cancel()
+    # One immediate refresh when each topic got its first subscriber, then one per tick.
+    assert source.count("q:overview") == 1 + 3
+    assert source.count("q:regressions") == 1 + 3
+    assert source.count("q:idle") == 0
+    for client in clients:
+        messages = received[client.id] + sent_messages(client)
+        updates = [m for m in messages if m["type"] == "metrics_update"]
+        assert [(m["topic"], m["seq"]) for m in updates if m["topic"] == "overview"] == [
+            ("overview", 1),
+            ("overview", 2),
+            ("overview", 3),
+            ("overview", 4),
+        ]
+
+
+async def test_ticks_are_drift_free(autojump_clock: trio.testing.MockClock) -> None:
+    source = FakeSource(delay_s=0.3)
+    hub = make_hub(["overview"], defaults=["overview"])
+    open_connection(hub)
+    broadcaster = make_broadcaster(hub, source, "overview")
+    start = trio.current_time()
+    await run_for(broadcaster, 4 * INTERVAL_S + 1)
+    offsets = [round(at - start, 6) for at, _ in source.calls]
+    # The refresh at 0, then ticks on the 10 s grid, although every query takes 0.3 s.
+    assert offsets == [0.0, 10.0, 20.0, 30.0, 40.0]
+
+
+async def test_overrunning_tick_skips_instead_of_bunching(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource(delay_s=0.0)
+    hub = make_hub(["overview"], defaults=["overview"])
+    open_connection(hub)
+    broadcaster = Broadcaster(
+        hub,
+        source,
+        make_topics("overview"),
+        SourceHealth(source, max_age_s=1, ping_timeout_s=1),
+        interval_s=INTERVAL_S,
+        query_timeout_s=25.0,
+    )
+    start = trio.current_time()
+    source.delay_s = 0.0
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(run_for, broadcaster, 6 * INTERVAL_S + 1))
+        await trio.sleep(INTERVAL_S - 1)  # after the refresh, before the first tick
+        source.delay_s = 15.0  # the first tick (at 10) ends at 25: the tick at 20 is skipped
+        await trio.sleep(2)
+        source.delay_s = 0.0
+    offsets = [round(at - start, 6) for at, _ in source.calls]
+    assert offsets == [0.0, 10.0, 30.0, 40.0, 50.0, 60.0]
+    assert broadcaster.skipped_ticks == 1
+
+
+async def test_outage_sends_error_then_stale_value_and_recovers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"], defaults=["overview"])
+    client = open_connection(hub)
+    broadcaster = make_broadcaster(hub, source, "overview")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broadcaster.run)
+        await trio.sleep(1)
+        good = [m for m in sent_messages(client) if m["type"] == "metrics_update"]
+        assert [m["stale"] for m in good] == [False]
+
+        source.down = True
+        await trio.sleep(INTERVAL_S)
+        during = sent_messages(client)
+        assert [m["type"] for m in during] == ["error", "metrics_update"]
+        assert during[0]["code"] == "influxdb_unavailable"
+        assert during[0]["topic"] == "overview"
+        assert during[0]["cause"] == "unavailable"
+        assert during[1]["stale"] is True
+        assert during[1]["data"] == good[0]["data"]
+        assert during[1]["timestamp"] == good[0]["timestamp"]
+        assert during[1]["seq"] == good[0]["seq"] + 1
+        assert broadcaster._health.healthy is False
+
+        source.down = False
+        await trio.sleep(INTERVAL_S)
+        after = sent_messages(client)
+        assert [(m["type"], m["stale"]) for m in after] == [("metrics_update", False)]
+        assert after[0]["data"] != good[0]["data"]
+        assert broadcaster._health.healthy is True
+        nursery.cancel_scope.cancel()
+    assert client.error_count == 1
+
+
+async def test_slow_query_times_out_as_unavailable(autojump_clock: trio.testing.MockClock) -> None:
+    source = FakeSource(delay_s=TIMEOUT_S + 1)
+    hub = make_hub(["overview"], defaults=["overview"])
+    client = open_connection(hub)
+    broadcaster = make_broadcaster(hub, source, "overview")
+    await run_for(broadcaster, 1 + TIMEOUT_S)
+    errors = [m for m in sent_messages(client) if m["type"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["code"] == "influxdb_unavailable"
+    assert "timed out after 5000 ms" in errors[0]["message"]
+    assert errors[0]["cause"] == "timeout"
+
+
+async def test_rejected_query_says_so(autojump_clock: trio.testing.MockClock) -> None:
+    source = FakeSource(rejected=True)
+    hub = make_hub(["overview"], defaults=["overview"])
+    client = open_connection(hub)
+    await run_for(make_broadcaster(hub, source, "overview"), 1)
+    (error,) = [m for m in sent_messages(client) if m["type"] == "error"]
+    assert error["code"] == "influxdb_unavailable"
+    assert error["cause"] == "query_rejected"
+    assert "error parsing query" in error["message"]
+
+
+@pytest.mark.parametrize("topics_followed_already", [False, True])
+async def test_subscriber_gets_latest_value_at_once(
+    autojump_clock: trio.testing.MockClock, topics_followed_already: bool
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"])
+    if topics_followed_already:
+        hub.subscribe(open_connection(hub), ("overview",))
+    broadcaster = make_broadcaster(hub, source, "overview")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broadcaster.run)
+        await trio.sleep(INTERVAL_S * 1.5)
+        calls_before = len(source.calls)
+        late = open_connection(hub)
+        sent_messages(late)  # the welcome
+        hub.subscribe(late, ("overview",))
+        await trio.sleep(0.001)  # far less than an interval
+        messages = sent_messages(late)
+        assert [m["type"] for m in messages] == ["subscription_confirmed", "metrics_update"]
+        # A followed topic is served from the cache; a new one is queried at once.
+        expected_new_queries = 0 if topics_followed_already else 1
+        assert len(source.calls) - calls_before == expected_new_queries
+        nursery.cancel_scope.cancel()
+
+
+async def test_resubscribing_cannot_force_extra_queries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"])
+    client = open_connection(hub)
+    broadcaster = make_broadcaster(hub, source, "overview")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(broadcaster.run)
+        await trio.sleep(INTERVAL_S * 0.25)
+        hub.subscribe(client, ("overview",))  # first subscriber: queried at once
+        await trio.sleep(0.001)
+        messages = sent_messages(client)
+        for _ in range(50):  # a client toggling as fast as it likes
+            hub.unsubscribe(client, ("overview",))
+            hub.subscribe(client, ("overview",))
+            await trio.sleep(0.001)
+            messages += sent_messages(client)
+        updates = [m for m in messages if m["type"] == "metrics_update"]
+        # One query; every resubscription within the interval was served from the cache.
+        assert len(source.calls) == 1
+        assert len(updates) == 51
+        assert {m["seq"] for m in updates} == {1}
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,68 @@
+"""The topics file: what loads, and the one-line errors for what does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
+from broadcaster.broadcast.topics import build_catalog, load_topics_file, series_data
+from broadcaster.errors import ConfigError, TopicsFileError
+from broadcaster.sources.base import Series, StatementResult
+from tests import REPO
+
+EXAMPLE = REPO / "examples" / "topics.toml"
+
+
+def test_the_shipped_example_loads() -> None:
+    topics = load_topics_file(EXAMPLE)
+    assert [t.name for t in topics] == ["pop-latest", "region-latency", "region-latency-30m"]
+    catalog = build_catalog(BUILTIN_TOPICS, EXAMPLE, ("overview", "pop-latest"))
+    assert list(catalog) == ["overview", "regressions", *[t.name for t in topics]]
+
+
+def test_file_topic_replaces_builtin_of_the_same_name(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text('[[topic]]\nname = "overview"\nquery = "SELECT 1"\n')
+    assert build_catalog(BUILTIN_TOPICS, path)["overview"].query == "SELECT 1"
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("not = [toml", "not valid TOML"),
+        ("", "no [[topic]] tables"),
+        ('[other]\nx = 1\n[[topic]]\nname = "a"\nquery = "q"\n', "unknown top-level keys"),
+        ('[[topic]]\nname = "a b"\nquery = "q"\n', "'name' must match"),
+        ('[[topic]]\nname = "a"\n', "'query' must be a non-empty string"),
+        ('[[topic]]\nname = "a"\nquery = "q"\ncolour = "red"\n', "unknown keys ['colour']"),
+        ('[[topic]]\nname = "a"\nquery = "q"\n[[topic]]\nname = "a"\nquery = "r"\n', "twice"),
+    ],
+)
+def test_invalid_files_name_the_problem(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "topics.toml"
+    path.write_text(text)
+    with pytest.raises(TopicsFileError, match="--topics-file") as raised:
+        load_topics_file(path)
+    assert problem in str(raised.value)
+
+
+def test_missing_file_and_unknown_default_topic() -> None:
+    with pytest.raises(TopicsFileError, match="cannot read it"):
+        load_topics_file(Path("/no/such/topics.toml"))
+    with pytest.raises(ConfigError, match=r"--default-topics.*unknown topics \['nope'\]"):
+        build_catalog(BUILTIN_TOPICS, None, ("overview", "nope"))
+
+
+def test_series_data_flattens_every_statement() -> None:
+    first = StatementResult(
+        (Series(name="cpu", columns=("time", "v"), values=((1, 2.5),), tags={"host": "a"}),)
+    )
+    second = StatementResult((Series(name="mem", columns=("time", "v"), values=((1, 7),)),))
+    assert series_data([first, second]) == {
+        "series": [
+            {"name": "cpu", "tags": {"host": "a"}, "rows": [{"time": 1, "v": 2.5}]},
+            {"name": "mem", "tags": {}, "rows": [{"time": 1, "v": 7}]},
+        ]
+    }
