@@ -1,4 +1,4 @@
-"""The wire protocol: message shapes, error codes and close codes.
+"""The wire protocol: message shapes, error codes, failure causes and close codes.
 
 Server messages are encoded here, once, to JSON text; the same string goes to every
 subscriber. Client messages are decoded and validated here into small typed values, or
@@ -17,7 +17,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -47,6 +47,20 @@ class ErrorCode(enum.StrEnum):
     INFLUXDB_UNAVAILABLE = "influxdb_unavailable"
 
 
+class FailureCause(enum.StrEnum):
+    """Why a topic's query failed: the ``cause`` field of its ``influxdb_unavailable`` error.
+
+    It lives next to the error codes because it is part of the wire: dashboards tell "database
+    unreachable" from "this topic is misconfigured" by it (docs/protocol.md lists every value).
+    """
+
+    UNAVAILABLE = "unavailable"
+    TIMEOUT = "timeout"
+    QUERY_REJECTED = "query_rejected"
+    BAD_RESPONSE = "bad_response"
+    INTERNAL = "internal_error"
+
+
 class CloseCode(enum.IntEnum):
     """WebSocket close codes the server uses (RFC 6455 range, then the private 4000 range)."""
 
@@ -60,7 +74,12 @@ class CloseCode(enum.IntEnum):
 
 
 def iso_now() -> str:
-    """Current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    """Current UTC time as ISO-8601 with milliseconds and a ``Z``.
+
+    The one timestamp format of the project (the wire, the HTTP API, topic data,
+    ``broadcaster watch`` lines, the demo's log lines): ``2026-11-22T00:54:14.344Z``. Use these
+    three helpers rather than a hand-written ``isoformat``.
+    """
     return iso_from_datetime(datetime.now(UTC))
 
 
@@ -69,8 +88,14 @@ def iso_from_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@overload
+def iso_from_unix_ms(unix_ms: float) -> str: ...
+@overload
+def iso_from_unix_ms(unix_ms: None) -> None: ...
+@overload
+def iso_from_unix_ms(unix_ms: float | None) -> str | None: ...
 def iso_from_unix_ms(unix_ms: float | None) -> str | None:
-    """Epoch milliseconds as ISO-8601 UTC, or None for None."""
+    """Epoch milliseconds as ISO-8601 UTC with milliseconds and a ``Z``, or None for None."""
     if unix_ms is None:
         return None
     return iso_from_datetime(datetime.fromtimestamp(unix_ms / 1000, UTC))
@@ -150,6 +175,16 @@ def invalid_topic_error(unknown: Sequence[str], available_count: int) -> tuple[s
         f"available topics: {available_count} (listed in welcome.topics)"
     )
     return message, {"topics": named, "unknownCount": len(unknown)}
+
+
+def query_failed_error(topic: str, cause: FailureCause, detail: str) -> tuple[str, dict[str, Any]]:
+    """The ``message`` and extra fields of a topic's ``influxdb_unavailable`` error.
+
+    For :func:`error` with :attr:`ErrorCode.INFLUXDB_UNAVAILABLE`; ``detail`` says what went
+    wrong in words, ``cause`` says it in the one word a dashboard can act on.
+    """
+    message = f"InfluxDB query for topic {topic!r} failed: {detail}"
+    return message, {"topic": topic, "cause": cause.value}
 
 
 def server_shutdown(reason: str, reconnect_after_ms: int) -> str:

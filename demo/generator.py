@@ -14,11 +14,11 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Protocol
 
 import httpx
 
+from broadcaster.protocol import iso_from_unix_ms
 from broadcaster.sources.influx_auth import influx_auth
 from demo.simulation import MINUTE_MS, Point, Regression, Simulation
 
@@ -158,11 +158,6 @@ class InfluxWriter:
             )
 
 
-def iso_ms(time_ms: int) -> str:
-    """A millisecond timestamp as ISO-8601 UTC, for log lines."""
-    return datetime.fromtimestamp(time_ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def run(
     writer: InfluxWriter,
     simulation: Simulation,
@@ -218,7 +213,10 @@ def _backfill(writer: InfluxWriter, simulation: Simulation, times_ms: range, sto
             return False
         written += len(batch)
     log.info(
-        "backfilled %d points from %s to %s", written, iso_ms(times_ms[0]), iso_ms(times_ms[-1])
+        "backfilled %d points from %s to %s",
+        written,
+        iso_from_unix_ms(times_ms[0]),
+        iso_from_unix_ms(times_ms[-1]),
     )
     return True
 
@@ -229,10 +227,10 @@ def _write_round(
     try:
         writer.write(points)
     except WriteError as exc:
-        log.warning("round at %s not written: %s", iso_ms(round_ms), exc)
+        log.warning("round at %s not written: %s", iso_from_unix_ms(round_ms), exc)
         return False
     if recovering:
-        log.info("InfluxDB accepts writes again (round at %s written)", iso_ms(round_ms))
+        log.info("InfluxDB accepts writes again (round at %s written)", iso_from_unix_ms(round_ms))
     return True
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from broadcaster.broadcast.topics import Topic
 from broadcaster.errors import SourceResponseError
+from broadcaster.protocol import iso_from_unix_ms
 from broadcaster.sources.base import Series, StatementResult
 
 REGRESSION_RATIO = 1.4
@@ -70,7 +70,7 @@ class PopRegression:
             "currentMs": _round(self.current_ms),
             "baselineMs": _round(self.baseline_ms),
             "increasePct": _round(self.increase_pct),
-            "since": _iso(self.since_ms),
+            "since": iso_from_unix_ms(self.since_ms),
         }
 
 
@@ -78,7 +78,10 @@ def regressions_data(results: Sequence[StatementResult]) -> dict[str, Any]:
     """``{"regressions": [...], "asOf"}``, the worst regression first."""
     _expect_statements(results, len(REGRESSION_STATEMENTS))
     found = detect_regressions(results)
-    return {"regressions": [r.data() for r in found], "asOf": _iso(_newest_ms(results[3]))}
+    return {
+        "regressions": [r.data() for r in found],
+        "asOf": iso_from_unix_ms(_newest_ms(results[3])),
+    }
 
 
 def overview_data(results: Sequence[StatementResult]) -> dict[str, Any]:
@@ -112,7 +115,7 @@ def overview_data(results: Sequence[StatementResult]) -> dict[str, Any]:
         "lossMeanPct": _round(_mean(up_loss)),
         "regressionCount": len(detect_regressions(results)),
         "regions": _regions(regions, up_latency),
-        "asOf": _iso(_newest_ms(results[3])),
+        "asOf": iso_from_unix_ms(_newest_ms(results[3])),
     }
 
 
@@ -228,13 +231,6 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(float(value), 2)
-
-
-def _iso(time_ms: int | None) -> str | None:
-    if time_ms is None:
-        return None
-    moment = datetime.fromtimestamp(time_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 BUILTIN_TOPICS: tuple[Topic, ...] = (

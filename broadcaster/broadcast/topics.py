@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from broadcaster.errors import ConfigError, TopicsFileError
+from broadcaster.protocol import MAX_TOPIC_NAME_CHARS
 from broadcaster.sources.base import StatementResult
 
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Clients can subscribe only to names the protocol accepts: at most MAX_TOPIC_NAME_CHARS.
+TOPIC_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_TOPIC_NAME_CHARS - 1}}}$")
 TOPIC_KEYS = frozenset({"name", "description", "query"})
 
 Shaper = Callable[[Sequence[StatementResult]], Any]

@@ -24,8 +24,8 @@ from broadcaster.client.loop import ConnectionLoop, LoopOptions
 from broadcaster.client.mailbox import LatestPerTopic
 from broadcaster.client.messages import JSON, MetricsUpdate, topic_requests
 from broadcaster.client.status import ClientStatus, ConnectionState, StatusBoard, StatusChanges
+from broadcaster.protocol import MAX_TOPIC_NAME_CHARS
 
-MAX_TOPIC_NAME_CHARS = 128
 DEFAULT_RECONNECT = ReconnectPolicy()
 DEFAULT_HEARTBEAT = HeartbeatPolicy()
 
@@ -36,7 +36,9 @@ def _check_topics(topics: Iterable[str]) -> list[str]:
     names = list(dict.fromkeys(topics))
     for name in names:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_TOPIC_NAME_CHARS:
-            raise ValueError(f"a topic is a string of 1 to 128 characters, not {name!r}")
+            raise ValueError(
+                f"a topic is a string of 1 to {MAX_TOPIC_NAME_CHARS} characters, not {name!r}"
+            )
     return names
 
 
@@ -103,7 +105,8 @@ class BroadcasterClient:
         """Add ``topics`` to the remembered set, and subscribe at once if connected.
 
         Raises:
-            ValueError: a name is not a string of 1 to 128 characters.
+            ValueError: a name is not a string of 1 to ``MAX_TOPIC_NAME_CHARS`` characters
+                (:mod:`broadcaster.protocol`).
         """
         names = _check_topics(topics)
         self._topics.update(dict.fromkeys(names))
@@ -114,7 +117,8 @@ class BroadcasterClient:
         Their pending updates are dropped and later ones ignored.
 
         Raises:
-            ValueError: a name is not a string of 1 to 128 characters.
+            ValueError: a name is not a string of 1 to ``MAX_TOPIC_NAME_CHARS`` characters
+                (:mod:`broadcaster.protocol`).
         """
         names = _check_topics(topics)
         for name in names:

@@ -14,9 +14,9 @@ from typing import Any
 
 import orjson
 
-JSON = dict[str, Any]
+from broadcaster.protocol import MAX_TOPICS_PER_MESSAGE
 
-MAX_TOPICS_PER_MESSAGE = 100
+JSON = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +85,8 @@ def encode(message: JSON) -> str:
 
 
 def topic_requests(kind: str, topics: Iterable[str]) -> Iterator[str]:
-    """``subscribe``/``unsubscribe`` frames for ``topics``, at most 100 topics each (the
-    server's limit); nothing for no topics."""
+    """``subscribe``/``unsubscribe`` frames for ``topics``, at most the server's
+    ``MAX_TOPICS_PER_MESSAGE`` topics each; nothing for no topics."""
     names = list(topics)
     for start in range(0, len(names), MAX_TOPICS_PER_MESSAGE):
         yield encode({"type": kind, "topics": names[start : start + MAX_TOPICS_PER_MESSAGE]})

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import signal
 import sys
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TextIO
 
@@ -25,15 +24,12 @@ from broadcaster.client.link import parse_url
 from broadcaster.client.messages import JSON, MetricsUpdate
 from broadcaster.client.status import ClientStatus, ConnectionState
 from broadcaster.logs import LEVELS, configure_logging
+from broadcaster.protocol import iso_now
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 DEFAULT_TOPICS = ("overview", "regressions")
 SUMMARY_CHARS = 120
 EXIT_USAGE = 2
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _brief(value: Any) -> str:
@@ -100,7 +96,7 @@ async def _print_updates(client: BroadcasterClient, out: TextIO) -> None:
 
 async def _print_statuses(client: BroadcasterClient, out: TextIO) -> None:
     async for status in client.status_changes():
-        _emit(out, format_status(status, _now()))
+        _emit(out, format_status(status, iso_now()))
 
 
 async def watch(
@@ -121,7 +117,7 @@ async def watch(
                 reconnect=reconnect,
                 heartbeat=heartbeat,
                 connect_timeout_s=connect_timeout_s,
-                on_error=lambda message: _emit(out, format_error(message, _now())),
+                on_error=lambda message: _emit(out, format_error(message, iso_now())),
             ) as client,
             trio.open_nursery() as tasks,
         ):
