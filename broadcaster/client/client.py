@@ -24,6 +24,7 @@ from broadcaster.client.loop import ConnectionLoop, LoopOptions
 from broadcaster.client.mailbox import LatestPerTopic
 from broadcaster.client.messages import JSON, MetricsUpdate, topic_requests
 from broadcaster.client.status import ClientStatus, ConnectionState, StatusBoard, StatusChanges
+from broadcaster.client.subscriptions import Subscriptions
 from broadcaster.protocol import MAX_TOPIC_NAME_CHARS
 
 DEFAULT_RECONNECT = ReconnectPolicy()
@@ -54,14 +55,14 @@ class BroadcasterClient:
     def __init__(
         self,
         options: LoopOptions,
-        topics: Iterable[str],
+        topics: Iterable[str] | None,
         *,
         rng: random.Random,
         on_status: Callable[[ClientStatus], None] | None,
         max_pending_topics: int,
     ) -> None:
         self.url = options.url
-        self._topics = dict.fromkeys(_check_topics(topics))
+        self._topics = Subscriptions(None if topics is None else _check_topics(topics))
         self._mailbox = LatestPerTopic(max_pending_topics)
         self._board = StatusBoard(
             ClientStatus(ConnectionState.CONNECTING, options.reconnect.max_attempts), on_status
@@ -93,8 +94,9 @@ class BroadcasterClient:
 
     @property
     def topics(self) -> tuple[str, ...]:
-        """The topics the client keeps subscribed to, across reconnections."""
-        return tuple(self._topics)
+        """The topics the client keeps subscribed to, across reconnections. Following the
+        server's defaults (no ``topics`` given), they are known after the first ``welcome``."""
+        return self._topics.names
 
     @property
     def dropped_updates(self) -> int:
@@ -109,7 +111,7 @@ class BroadcasterClient:
                 (:mod:`broadcaster.protocol`).
         """
         names = _check_topics(topics)
-        self._topics.update(dict.fromkeys(names))
+        self._topics.add(names)
         await self._loop.send_now(topic_requests("subscribe", names))
 
     async def unsubscribe(self, topics: Iterable[str]) -> None:
@@ -121,8 +123,7 @@ class BroadcasterClient:
                 (:mod:`broadcaster.protocol`).
         """
         names = _check_topics(topics)
-        for name in names:
-            self._topics.pop(name, None)
+        self._topics.remove(names)
         self._mailbox.discard(names)
         await self._loop.send_now(topic_requests("unsubscribe", names))
 
@@ -146,7 +147,7 @@ class BroadcasterClient:
 @asynccontextmanager
 async def open_client(
     url: str,
-    topics: Iterable[str] = (),
+    topics: Iterable[str] | None = None,
     *,
     reconnect: ReconnectPolicy = DEFAULT_RECONNECT,
     heartbeat: HeartbeatPolicy = DEFAULT_HEARTBEAT,
@@ -159,7 +160,8 @@ async def open_client(
     max_message_bytes: int = 16 * 1024 * 1024,
     max_pending_topics: int = 1024,
 ) -> AsyncIterator[BroadcasterClient]:
-    """A client of the broadcaster at ``url``, subscribed to ``topics``.
+    """A client of the broadcaster at ``url``, subscribed to ``topics`` (or, without them, to
+    the service's default topics).
 
     The client's tasks run in a nursery owned by this context manager. It returns at once,
     in state ``connecting``, and keeps (re)connecting until the block exits; then the
@@ -168,7 +170,10 @@ async def open_client(
     Args:
         url: the service's WebSocket URL, ``ws://host:port/ws`` (or ``wss://``).
         topics: the topics to subscribe to after every ``welcome``; the server's default
-            topics that are not among them are unsubscribed.
+            topics that are not among them are unsubscribed. None (the default): follow the
+            connection's default subscriptions (``welcome.subscribed``, the service's
+            ``--default-topics``), plus :meth:`~BroadcasterClient.subscribe`, minus
+            :meth:`~BroadcasterClient.unsubscribe`.
         reconnect: backoff, jitter, server-down threshold and half-open probe interval.
         heartbeat: ping interval and pong timeout.
         rng: the jitter's source; a seeded ``random.Random`` makes the waits reproducible.

@@ -64,6 +64,7 @@ from broadcaster.client.messages import (
     topic_requests,
 )
 from broadcaster.client.status import ConnectionState, StatusBoard
+from broadcaster.client.subscriptions import Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -110,13 +111,13 @@ class LoopOptions:
 
 
 class ConnectionLoop:
-    """Runs the connections of one client. ``topics`` is the client's remembered set (read
-    at each welcome), ``mailbox`` and ``board`` are where updates and status go."""
+    """Runs the connections of one client. ``topics`` is what the client follows (asked for
+    again at each welcome), ``mailbox`` and ``board`` are where updates and status go."""
 
     def __init__(
         self,
         options: LoopOptions,
-        topics: dict[str, None],
+        topics: Subscriptions,
         mailbox: LatestPerTopic,
         board: StatusBoard,
         rng: random.Random,
@@ -249,15 +250,15 @@ class ConnectionLoop:
             connection_id,
             extra={"url": self._options.url, "connection_id": connection_id},
         )
-        # Subscriptions belong to the connection: drop the server's default topics we did
-        # not ask for, and subscribe to ours again.
+        # Subscriptions belong to the connection: drop the server's default topics we do not
+        # follow, and subscribe to ours again.
         subscribed = welcome.get("subscribed")
         if not isinstance(subscribed, list):
             subscribed = []
-        extra = [t for t in subscribed if isinstance(t, str) and t not in self._topics]
+        unwanted, wanted = self._topics.after_welcome([t for t in subscribed if isinstance(t, str)])
         for frame in [
-            *topic_requests("unsubscribe", extra),
-            *topic_requests("subscribe", self._topics),
+            *topic_requests("unsubscribe", unwanted),
+            *topic_requests("subscribe", wanted),
         ]:
             await link.ws.send_message(frame)
         async with trio.open_nursery() as tasks:

@@ -1,5 +1,8 @@
 """``broadcaster watch [--topics a,b] [URL]``: a terminal tail of a broadcaster.
 
+Without ``--topics`` it follows the service's default topics (its ``--default-topics``, as
+each ``welcome`` says them), so the list is defined once, in the service's settings.
+
 One line per update (the value's time, topic, seq, fresh/STALE, a compact summary of the
 data), one per status change (state, attempt k/N, retry delay, RTT, quality) and one per
 ``error`` message, on stdout, flushed at once. SIGINT (Ctrl-C) or SIGTERM closes the
@@ -27,7 +30,6 @@ from broadcaster.logs import LEVELS, configure_logging
 from broadcaster.protocol import iso_now
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
-DEFAULT_TOPICS = ("overview", "regressions")
 SUMMARY_CHARS = 120
 EXIT_USAGE = 2
 
@@ -101,14 +103,17 @@ async def _print_statuses(client: BroadcasterClient, out: TextIO) -> None:
 
 async def watch(
     url: str,
-    topics: tuple[str, ...],
+    topics: tuple[str, ...] | None,
     *,
     reconnect: ReconnectPolicy,
     heartbeat: HeartbeatPolicy,
     connect_timeout_s: float,
     out: TextIO,
 ) -> None:
-    """Print updates, status changes and errors until SIGINT or SIGTERM."""
+    """Print updates, status changes and errors until SIGINT or SIGTERM.
+
+    ``topics`` None: the service's default topics (``welcome.subscribed``).
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with (
             open_client(
@@ -169,7 +174,12 @@ def add_watch_command(commands: Any) -> None:
     )
     add = watch_parser.add_argument
     add("url", nargs="?", default=DEFAULT_URL, help="the service's WebSocket URL")
-    add("--topics", type=_topics, default=",".join(DEFAULT_TOPICS), help="comma-separated")
+    add(
+        "--topics",
+        type=_topics,
+        default=None,
+        help="comma-separated (default: the service's default topics, its --default-topics)",
+    )
     number = partial(add, type=_positive_int)
     number("--base-delay-ms", default=_ms(defaults.base_delay_s), help="wait before attempt 1")
     number("--max-delay-ms", default=_ms(defaults.max_delay_s), help="cap of the backoff")

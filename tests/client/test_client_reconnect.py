@@ -126,6 +126,39 @@ async def test_resubscribes_its_topics_after_every_welcome(
 
 
 @within_virtual_s(VIRTUAL_DEADLINE_S)
+async def test_without_topics_follows_the_servers_defaults_after_every_welcome(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with fake_broadcaster() as server:
+        server.default_topics = ["overview"]  # as a service started with --default-topics
+        async with open_client(URL, rng=random.Random(7), connect=server.connect) as client:
+            await pinged(server, 1)
+            first = server.connections[0]
+            # Nothing to change: the connection is already subscribed to the defaults.
+            assert first.messages("subscribe") == first.messages("unsubscribe") == []
+            assert client.topics == ("overview",)
+            await first.send(update("regressions", 1))  # not followed: ignored
+            await first.send(update("overview", 1))
+            with trio.fail_after(1):
+                got = await client.__anext__()
+            assert (got.topic, got.seq) == ("overview", 1)
+            await client.subscribe(["cpu"])
+            await client.unsubscribe(["overview"])
+            # The service now has other defaults: the client follows them, minus what it
+            # unsubscribed, plus what it subscribed.
+            server.default_topics = ["overview", "mem"]
+            await first.drop()
+            await client.wait_status(connected_to(2))
+            await pinged(server, 2)
+            again = server.connections[1]
+            assert again.received[:2] == [
+                {"type": "unsubscribe", "topics": ["overview"]},
+                {"type": "subscribe", "topics": ["cpu"]},
+            ]
+            assert client.topics == ("mem", "cpu")
+
+
+@within_virtual_s(VIRTUAL_DEADLINE_S)
 async def test_subscribe_while_disconnected_is_sent_after_the_next_welcome(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

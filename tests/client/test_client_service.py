@@ -231,9 +231,10 @@ class Lines:
 async def test_watch_shows_server_down_then_updates_and_exits_0_on_sigint(
     nursery: trio.Nursery, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
+    # No --topics: watch follows the service's default topics, here only cpu.
     (port,) = free_ports(1)
     stderr = (tmp_path / "watch.stderr").open("wb")
-    command = [sys.executable, "-m", "broadcaster", "watch", "--topics", "cpu"]
+    command = [sys.executable, "-m", "broadcaster", "watch"]
     command += ["--base-delay-ms", "50", "--max-delay-ms", "100", "--max-attempts", "2"]
     command += ["--probe-interval-ms", "300", f"ws://127.0.0.1:{port}/ws"]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=stderr)
@@ -246,7 +247,8 @@ async def test_watch_shows_server_down_then_updates_and_exits_0_on_sigint(
             await lines.wait_for(r"status  reconnecting \(attempt 2/2\)")
             await lines.wait_for(r"status  server_down  probe in 0\.\d s  .*last: cannot connect")
             # The service comes up: the next half-open probe connects.
-            await nursery.start(run_service, make_settings(ws_port=port), trio.CancelScope())
+            settings = make_settings(ws_port=port, default_topics="cpu")
+            await nursery.start(run_service, settings, trio.CancelScope())
             await lines.wait_for(r"status  connected  id=ws_\d+_\d+  ")
             await lines.wait_for(r"status  connected  id=ws_.*rtt=[\d.]+ ms  quality=[a-z]+$")
             first = await lines.wait_for(r"  cpu  #\d+  fresh  series=\[1\]$")
