@@ -115,6 +115,15 @@ class Settings(BaseModel):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
+    @field_validator("topics_file", mode="before")
+    @classmethod
+    def _empty_means_no_file(cls, value: Any) -> Any:
+        # Given but empty means "none" (as for --default-topics), so that `--topics-file ""`
+        # overrides the environment; as a path it would be "." and fail as a directory.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.connection_timeout_ms <= self.heartbeat_interval_ms:
@@ -127,10 +136,12 @@ class Settings(BaseModel):
             raise _FieldProblem(
                 "influx_token", "***", "give either a token or a username and password, not both"
             )
-        if bool(self.influx_username) != bool(self.influx_password):
+        if self.influx_username and not self.influx_password:
             raise _FieldProblem(
                 "influx_username", self.influx_username, "needs --influx-password too"
             )
+        if self.influx_password and not self.influx_username:
+            raise _FieldProblem("influx_password", "***", "needs --influx-username too")
         return self
 
     @property
