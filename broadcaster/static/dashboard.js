@@ -1,6 +1,11 @@
-// The live dashboard of index.html: one BroadcasterClient, the topics `overview` and
-// `regressions` rendered as they arrive, and the connection status. No framework: every
-// value goes into the page with textContent.
+// The live dashboard of index.html: one BroadcasterClient, the topics it can draw
+// (`overview`, `regressions`: RENDERERS) rendered as they arrive, and the connection status.
+// No framework: every value goes into the page with textContent.
+//
+// Which topics to follow is the service's choice, not the page's: the client is made without
+// a `topics` option, so it follows each connection's default subscriptions (the welcome's
+// `subscribed`, i.e. the service's --default-topics). Of those, the page draws the ones it has
+// a renderer for and hides the panels of the others.
 //
 // Query-string overrides (for tests and experiments): ?ws=ws://host:port/ws and the numeric
 // client options, e.g. ?baseDelayMs=200&maxAttempts=10&pingIntervalMs=1000. Values the client
@@ -12,7 +17,6 @@ import { optionsFromQuery } from "./dashboard-options.js";
 // Set once per page load: a test can check that the page was never reloaded.
 window.__loadId ??= `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 
-const TOPICS = ["overview", "regressions"];
 const CAUSES = {
   unavailable: "database unreachable",
   timeout: "database timed out",
@@ -107,6 +111,7 @@ function renderRegressions(data) {
 }
 
 const RENDERERS = { overview: renderOverview, regressions: renderRegressions };
+const DRAWN = Object.keys(RENDERERS);
 
 // Per topic: the latest update, and why its query last failed (while it is stale).
 const latest = {};
@@ -151,7 +156,7 @@ let currentStatus = null;
 function renderNotice() {
   const notice = $("notice");
   const live = currentStatus?.state === "connected";
-  const stale = TOPICS.filter((topic) => latest[topic]?.stale);
+  const stale = DRAWN.filter((topic) => latest[topic]?.stale);
   let message = "";
   if (!live && Object.keys(latest).length) {
     message =
@@ -180,6 +185,13 @@ function renderStatus(client) {
   renderNotice();
 }
 
+/** Show the panels of the topics this connection follows (the service's defaults). */
+function renderPanels(client) {
+  const followed = client.subscribedTopics;
+  for (const topic of DRAWN) $(topic).hidden = !followed.includes(topic);
+  document.body.dataset.topics = followed.filter((topic) => topic in RENDERERS).join(",");
+}
+
 function renderCountdown(client) {
   const status = client.status;
   const waitMs = client.nextAttemptInMs();
@@ -201,13 +213,14 @@ async function main() {
   text("websocket-url", url);
   let client;
   try {
-    client = new BroadcasterClient(url, { topics: TOPICS, ...optionsFromQuery(location.search) });
+    client = new BroadcasterClient(url, optionsFromQuery(location.search));
   } catch (error) {
     // optionsFromQuery checked every value already; never leave the page without a client.
     console.warn("ignoring the query-string options:", error);
-    client = new BroadcasterClient(url, { topics: TOPICS });
+    client = new BroadcasterClient(url);
   }
   client.addEventListener("status", () => renderStatus(client));
+  client.addEventListener("welcome", () => renderPanels(client));
   client.addEventListener("update", (event) => onUpdate(event.detail));
   client.addEventListener("error", (event) => onError(event.detail));
   setInterval(() => renderCountdown(client), 1000);

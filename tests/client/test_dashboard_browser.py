@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -126,18 +127,35 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
 
-StartService = Callable[[int, int, str, str], ServiceProcess]
+class StartService(Protocol):
+    def __call__(
+        self,
+        ws_port: int,
+        http_port: int,
+        influx_url: str,
+        influx_db: str,
+        *,
+        default_topics: str | None = None,
+    ) -> ServiceProcess: ...
 
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[StartService]:
-    """``start(ws_port, http_port, influx_url, influx_db)``: the service on those ports (the
-    same ones again after a stop). Every service started is stopped at teardown."""
+    """``start(ws_port, http_port, influx_url, influx_db, default_topics=None)``: the service
+    on those ports (the same ones again after a stop), with its own default topics if given.
+    Every service started is stopped at teardown."""
     started: list[ServiceProcess] = []
 
-    def start(ws_port: int, http_port: int, influx_url: str, influx_db: str) -> ServiceProcess:
+    def start(
+        ws_port: int,
+        http_port: int,
+        influx_url: str,
+        influx_db: str,
+        *,
+        default_topics: str | None = None,
+    ) -> ServiceProcess:
         command = [sys.executable, "-m", "broadcaster", "serve"]
-        flags = {
+        flags: dict[str, object] = {
             "ws-port": ws_port,
             "http-port": http_port,
             "influx-url": influx_url,
@@ -146,6 +164,8 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
             "query-timeout-ms": 1000,
             "reconnect-after-ms": 300,
         }
+        if default_topics is not None:
+            flags["default-topics"] = default_topics
         for name, value in flags.items():
             command += [f"--{name}", str(value)]
         service = ServiceProcess(command, tmp_path / "service.log", http_port)
@@ -346,3 +366,21 @@ def test_dashboard_ignores_query_options_the_client_would_refuse(
         "return [o.baseDelayMs, o.probeIntervalMs, o.maxAttempts];"
     )
     assert options == [5000, 60000, 7]
+
+
+def test_dashboard_follows_the_services_default_topics(
+    browser: WebDriver, start_service: StartService
+) -> None:
+    """The page has no topic list of its own: a service started with ``--default-topics
+    overview`` gets a page that follows only overview and hides the regressions panel."""
+    ws_port, http_port = free_ports(2)
+    start_service(
+        ws_port, http_port, f"http://127.0.0.1:{free_port()}", "metrics", default_topics="overview"
+    )
+    browser.get(f"http://127.0.0.1:{http_port}/")
+    wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    followed = browser.execute_script("return window.__dashboard.client.subscribedTopics")
+    assert followed == ["overview"]
+    assert browser.find_element(By.ID, "overview").is_displayed()
+    assert not browser.find_element(By.ID, "regressions").is_displayed()
+    assert browser.execute_script("return document.body.dataset.topics") == "overview"
