@@ -35,19 +35,12 @@ import annotated_types
 from pydantic import AnyHttpUrl
 from pydantic.fields import FieldInfo
 
+from broadcaster import service
 from broadcaster.broadcast.topics import Topic
 from broadcaster.config import Settings, env_name, flag_name
-from broadcaster.hub import Hub
 from broadcaster.ops.metrics import build_registry
-from broadcaster.service import input_limits
 from broadcaster.sources.base import StatementResult
 from broadcaster.sources.health import SourceHealth
-from broadcaster.ws.connection import OutputLimits
-
-try:
-    from broadcaster.broadcast.loop import BroadcastLoop as _Loop
-except ImportError:  # its name before issue 10's refactoring
-    from broadcaster.broadcast.loop import Broadcaster as _Loop  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -137,27 +130,47 @@ class _NeverQueried:
         raise AssertionError("not pinged")
 
 
-def metric_families() -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """(exposed name, type, help, label names) of every family the collector yields."""
-    settings = Settings()
+class _NoGc:
+    """Stands in for the GC pacer: building the parts must not touch the collector."""
+
+    def after_tick(self) -> None:
+        pass
+
+
+def _service_parts(settings: Settings) -> tuple[Any, Any, Any]:
+    """The hub, source health and broadcast loop, built as the service builds them."""
     names = list(settings.default_topics)
+    source = _NeverQueried()
+    topics = {name: Topic(name=name, query=f"q:{name}", shape=lambda r: r) for name in names}
+    build = getattr(service, "_build", None)
+    if build is not None:  # the composition root, since issue 10's refactoring
+        parts = build(settings, topics, source, _NoGc())
+        return parts.hub, parts.health, parts.loop
+    # Before it: the same wiring, written out in service.run.
+    from broadcaster.broadcast.loop import Broadcaster  # type: ignore[attr-defined]
+    from broadcaster.hub import Hub
+    from broadcaster.ws.connection import OutputLimits
+
     hub = Hub(
         names,
         settings.default_topics,
         broadcast_interval_ms=settings.broadcast_interval_ms,
         max_connections=settings.max_connections,
-        output_limits=OutputLimits(
+        output_limits=OutputLimits(  # type: ignore[call-arg]
             max_messages=settings.outbox_messages,
             max_bytes=settings.max_pending_output_bytes,
             stall_timeout_s=settings.send_stall_timeout_ms / 1000,
         ),
-        input_limits=input_limits(settings),
+        input_limits=service.input_limits(settings),
     )
-    source = _NeverQueried()
     health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
-    topics = {name: Topic(name=name, query=f"q:{name}", shape=lambda r: r) for name in names}
-    loop = _Loop(hub, source, topics, health, interval_s=10, query_timeout_s=5)
-    registry = build_registry(hub, health, loop)
+    loop = Broadcaster(hub, source, topics, health, interval_s=10, query_timeout_s=5)
+    return hub, health, loop
+
+
+def metric_families() -> list[tuple[str, str, str, tuple[str, ...]]]:
+    """(exposed name, type, help, label names) of every family the collector yields."""
+    registry = build_registry(*_service_parts(Settings()))
     families = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""
