@@ -1,20 +1,21 @@
-"""Peers that stop answering or stop reading, against the real service over loopback.
+"""Peers that stop answering, stop reading or flood, against the real service over loopback.
 
 The misbehaving peers are raw TCP sockets that complete the WebSocket handshake and then
 do nothing: no reads, no pongs. Everybody else must not notice them.
+
+The topic values come from an in-process source (``start_service``), not from influxd: what
+is tested here is the socket side (heartbeats, the slow-consumer limit, the input rate limit),
+which never looks at where an update came from. The database path has its own tests
+(tests/sources/test_database_path.py, tests/test_service_e2e.py).
 """
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import trio
 
-from broadcaster.config import build_settings
-from broadcaster.service import RunningService, serve
-from tests.influxd import Influxd
+from tests.services import PaddedSource, StartService, write_topics_file
 from tests.wsclient import (
     assert_no_gaps,
     connect,
@@ -25,39 +26,12 @@ from tests.wsclient import (
     readers_and_a_stopped_peer,
 )
 
-BIG_TOML = """
-[[topic]]
-name = "big"
-query = "SELECT * FROM big"
-"""
-
-
-def settings(influxd: Influxd, influx_db: str, **overrides: Any) -> Any:
-    values: dict[str, Any] = {
-        "ws_port": 0,
-        "http_port": 0,
-        "influx_url": influxd.url,
-        "influx_db": influx_db,
-        "log_format": "console",
-    }
-    values.update(overrides)
-    return build_settings(values)
-
 
 async def test_dead_peer_is_found_and_closed_by_the_heartbeat(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str
+    start_service: StartService,
 ) -> None:
-    service: RunningService = await nursery.start(
-        partial(
-            serve,
-            settings(
-                influxd,
-                influx_db,
-                heartbeat_interval_ms=200,
-                connection_timeout_ms=1000,
-                default_topics="",
-            ),
-        )
+    service = await start_service(
+        heartbeat_interval_ms=200, connection_timeout_ms=1000, default_topics=""
     )
     port = service.websocket.port
     status_url = f"{service.http_url}/api/websocket/status"
@@ -65,7 +39,7 @@ async def test_dead_peer_is_found_and_closed_by_the_heartbeat(
         await next_message(alive)
         dead = await trio.to_thread.run_sync(raw_handshake, "127.0.0.1", port)
         try:
-            await eventually(lambda: service.hub.totals.heartbeat_timeouts == 1)
+            await eventually(lambda: service.hub.counters.heartbeat_timeouts == 1)
 
             async def only_alive_left() -> bool:
                 _, status = await get_json(status_url)
@@ -84,25 +58,17 @@ async def test_dead_peer_is_found_and_closed_by_the_heartbeat(
 
 
 async def test_slow_reader_is_closed_and_others_miss_nothing(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str, tmp_path: Path
+    start_service: StartService, tmp_path: Path
 ) -> None:
-    # ~100 KB per update, ten per second: a peer that never reads fills its buffers fast.
-    rows = "\n".join(f'big,row={i} text="{"x" * 48}" {i + 1}' for i in range(1500))
-    await trio.to_thread.run_sync(influxd.write, influx_db, rows)
-    topics = tmp_path / "topics.toml"
-    topics.write_text(BIG_TOML)
-    service: RunningService = await nursery.start(
-        partial(
-            serve,
-            settings(
-                influxd,
-                influx_db,
-                topics_file=str(topics),
-                default_topics="big",
-                broadcast_interval_ms=100,
-                outbox_messages=4,
-            ),
-        )
+    # ~100 KB per update, ten per second: a peer that never reads fills its socket buffers
+    # within a few ticks, and then takes nothing. Its queue never grows past two frames (a
+    # newer update replaces a queued one), so what closes it is the send stall timeout.
+    service = await start_service(
+        source=PaddedSource(pad_bytes=100_000),
+        topics_file=write_topics_file(tmp_path, big="SELECT * FROM big"),
+        default_topics="big",
+        broadcast_interval_ms=100,
+        send_stall_timeout_ms=1000,
     )
     received, status = await readers_and_a_stopped_peer(
         service.http_url, service.websocket.port, 5, max_message_size=1 << 24
@@ -111,12 +77,8 @@ async def test_slow_reader_is_closed_and_others_miss_nothing(
     assert status["summary"]["slowConsumersClosed"] == 1
 
 
-async def test_flooding_client_does_not_disturb_others(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str
-) -> None:
-    service: RunningService = await nursery.start(
-        partial(serve, settings(influxd, influx_db, default_topics=""))
-    )
+async def test_flooding_client_does_not_disturb_others(start_service: StartService) -> None:
+    service = await start_service(default_topics="")
     url = f"ws://127.0.0.1:{service.websocket.port}/ws"
     sent = 0
     with trio.fail_after(60):
@@ -140,7 +102,7 @@ async def test_flooding_client_does_not_disturb_others(
                     pong = await next_message(bystander, timeout_s=5)
                     assert pong == {**pong, "type": "pong", "id": number}
                 flooding.cancel_scope.cancel()
-            flooded = service.hub.connections[flooder_id]
+            (flooded,) = [c for c in service.hub.connections_now() if c.id == flooder_id]
             # The flood costs the server little: over its frame allowance the server stops
             # reading (TCP holds the rest back), and of what it read, the messages over the
             # rate limit were dropped unparsed.
@@ -151,19 +113,10 @@ async def test_flooding_client_does_not_disturb_others(
 
 
 async def test_rate_limited_client_is_told_and_stays_connected(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str
+    start_service: StartService,
 ) -> None:
-    service: RunningService = await nursery.start(
-        partial(
-            serve,
-            settings(
-                influxd,
-                influx_db,
-                default_topics="",
-                client_messages_per_s=0.1,
-                client_message_burst=10,
-            ),
-        )
+    service = await start_service(
+        default_topics="", client_messages_per_s=0.1, client_message_burst=10
     )
     async with connect(f"ws://127.0.0.1:{service.websocket.port}/ws") as ws:
         await next_message(ws)
