@@ -82,8 +82,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(run_watch(args))
     try:
         settings = settings_from(args, os.environ)
-        # The topics file and default topics, checked before anything starts (exit code 2).
-        build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
+        # Built once, here, so that a bad topics file or default topic exits with code 2
+        # before anything starts; the service is given this catalog, not the file.
+        catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     except ConfigError as exc:
         sys.stderr.write(f"broadcaster: error: {exc}\n")
         sys.exit(EXIT_USAGE)
@@ -91,7 +92,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     from broadcaster.service import serve
 
     try:
-        trio.run(partial(serve, settings, handle_signals=True))
+        trio.run(partial(serve, settings, catalog=catalog, handle_signals=True))
     except* OSError as group:
-        sys.stderr.write(f"broadcaster: error: cannot start: {group.exceptions[0]}\n")
+        sys.stderr.write(f"broadcaster: error: cannot start: {_first_error(group)}\n")
         sys.exit(EXIT_STARTUP_FAILED)
+
+
+def _first_error(group: BaseExceptionGroup[OSError]) -> OSError:
+    """The first OSError in ``group``, however deep the service's nurseries nested it."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first

@@ -1,10 +1,9 @@
 """The hub: who is connected, who listens to what, and non-blocking fan-out.
 
 ``publish`` hands one pre-encoded frame to every subscriber of a topic with ``send_nowait``;
-it never waits on a client. The hub also remembers each topic's latest update, so that a
-client subscribing to a topic that others already follow gets its value at once, and asks
-the broadcast loop (through ``refresh_requests``) for an immediate query when a topic gets its
-first subscriber and has no value from the last interval.
+it never waits on a client. Each new subscription is told to the hub's
+:class:`SubscriptionListener` (the broadcast loop, which keeps each topic's latest value): it
+answers with a frame to offer the new subscriber at once, or None.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -46,6 +46,25 @@ class Totals:
         return asdict(self)
 
 
+class SubscriptionListener(Protocol):
+    """Who hears of new subscriptions: the broadcast loop, owner of the latest values."""
+
+    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
+        """A connection subscribed to ``topic`` (``first``: nobody else follows it).
+
+        Returns:
+            The frame to offer that subscriber at once, or None (a value will come).
+        """
+        ...
+
+
+class _NoLatestValues:
+    """The listener of a hub with no broadcast loop: nothing to offer, nothing to query."""
+
+    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
+        return None
+
+
 class Hub:
     """The connection registry and its subscriptions."""
 
@@ -62,7 +81,6 @@ class Hub:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
         self.broadcast_interval_ms = broadcast_interval_ms
-        self._fresh_for_s = broadcast_interval_ms / 1000
         self.max_connections = max_connections
         self.output_limits = output_limits
         self.input_limits = input_limits
@@ -71,11 +89,8 @@ class Hub:
         self.containment = Containment()
         # Per topic, its subscribers' output paths, which the fan-out loop walks.
         self._subscribers: dict[str, dict[Connection, Outbound]] = {t: {} for t in self.topics}
-        self._latest: dict[str, tuple[Frame, float]] = {}  # frame, trio.current_time()
-        self._refresh_pending: set[str] = set()
-        self._refresh_send, self.refresh_requests = trio.open_memory_channel[str](
-            max(1, len(self.topics))
-        )
+        # Set by the broadcast loop when it is built; see SubscriptionListener.
+        self.subscription_listener: SubscriptionListener = _NoLatestValues()
         self._ids = itertools.count(1)
         self._emptied = trio.Event()
 
@@ -215,39 +230,20 @@ class Hub:
             connection.send_error(ErrorCode.INVALID_TOPIC, message, **fields)
 
     def _add_subscriptions(self, connection: Connection, topics: Sequence[str]) -> None:
-        """Give each newly subscribed topic's latest value at once, querying only if needed.
+        """Subscribe ``connection`` and offer it what the listener has for each topic at once.
 
-        A refresh in flight will publish to every subscriber. A value from the last interval
-        is as fresh as a tick's, so it is sent as is: resubscribing cannot force queries.
-        Only a topic nobody follows, with no recent value, is queried at once; a followed
-        topic's next tick comes within an interval anyway.
+        The listener decides between the latest value and a refresh (see
+        :meth:`broadcaster.broadcast.loop.BroadcastLoop.on_subscribe`); the hub only says
+        whether the topic had no subscriber before.
         """
-        now = trio.current_time()
         for topic in topics:
             subscribers = self._subscribers[topic]
             first = not subscribers
             subscribers[connection] = connection.outbound
             connection.subscriptions.add(topic)
-            if topic in self._refresh_pending:
-                continue
-            latest = self._latest.get(topic)
-            if latest is not None and (not first or now - latest[1] < self._fresh_for_s):
-                connection.offer(latest[0])
-            elif first:
-                self._request_refresh(topic)
-
-    def _request_refresh(self, topic: str) -> None:
-        if topic in self._refresh_pending:
-            return
-        try:
-            self._refresh_send.send_nowait(topic)
-        except trio.WouldBlock:  # cannot happen: one slot per topic, and pending topics dedupe
-            return
-        self._refresh_pending.add(topic)
-
-    def refresh_done(self, topic: str) -> None:
-        """The broadcast loop has answered a refresh request for ``topic``."""
-        self._refresh_pending.discard(topic)
+            frame = self.subscription_listener.on_subscribe(topic, first=first)
+            if frame is not None:
+                connection.offer(frame)
 
     # --- fan-out -------------------------------------------------------------------------------
 
@@ -260,18 +256,19 @@ class Hub:
         return {topic: len(subscribers) for topic, subscribers in self._subscribers.items()}
 
     def publish(self, topic: str, frame: Frame) -> int:
-        """Hand an update to every subscriber of ``topic`` without waiting; return the takers.
-
-        The frame also becomes the topic's latest value.
-        """
+        """Hand an update to every subscriber of ``topic`` without waiting; return the takers."""
         assert frame.topic == topic, "publish takes a metrics_update of its topic"
-        self._latest[topic] = (frame, trio.current_time())
         delivered = fan_out(self._subscribers[topic].values(), frame, int(time.time() * 1000))
         self.totals.broadcasts += delivered
         return delivered
 
-    def publish_error(self, topic: str, frame: Frame, description: str) -> None:
-        """Offer an ``error`` frame to a topic's subscribers, counting it against each."""
+    def publish_error(self, topic: str, code: ErrorCode, message: str, /, **extra: Any) -> None:
+        """Offer one ``error`` frame to a topic's subscribers, counting it against each.
+
+        Like :meth:`Connection.send_error`, but the frame is encoded once for all of them.
+        """
+        frame = Frame(protocol.error(code, message, **extra))
+        description = f"{code.value}: {message}"
         for connection in self._subscribers[topic]:
             if connection.offer(frame):
                 connection.note_error(description)

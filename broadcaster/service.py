@@ -1,8 +1,12 @@
-"""The service: one nursery holding every task, and the shutdown sequence.
+"""The service: the parts built once, the nursery tree, and the shutdown sequence.
 
-Tasks in the nursery: the WebSocket server, the HTTP server (hypercorn), the health prober
-(pings InfluxDB when ``/health`` asks), the broadcast loop, the heartbeat sweeper, the stats
-logger and, when run from the CLI, the signal watcher.
+The nursery tree (the shape of hypercorn's ``worker_serve``)::
+
+    root         the health prober (it answers /health until the HTTP server stops)
+                 and, when run from the CLI, the signal watcher
+    +- servers   the WebSocket server, the HTTP server (hypercorn); the grace deadline is
+       |         set on this nursery's cancel scope
+       +- background   the broadcast loop, the heartbeat sweeper, the stats logger
 
 Shutdown (first SIGTERM/SIGINT, or ``stop`` set):
 
@@ -19,18 +23,17 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import httpx
 import structlog
 import trio
 
-from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
-from broadcaster.broadcast.topics import build_catalog
+from broadcaster.broadcast.topics import Topic, build_catalog
 from broadcaster.config import Settings
 from broadcaster.containment import Containment
 from broadcaster.hub import Hub
@@ -61,40 +64,19 @@ class RunningService:
     websocket: WebSocketEndpoint
     http_url: str
     hub: Hub
-    broadcaster: Broadcaster
+    broadcaster: BroadcastLoop
     health: SourceHealth
 
 
-class _TaskSet:
-    """Tasks run in the owner's nursery, each in a cancel scope, so they can be stopped and
-    awaited as a set while the nursery's other tasks go on."""
+@dataclass(frozen=True)
+class _Parts:
+    """What the service is made of, built before anything runs."""
 
-    def __init__(self) -> None:
-        self._scopes: list[trio.CancelScope] = []
-        self._running = 0
-        self._all_done = trio.Event()
-
-    async def run(
-        self, task: Callable[..., Awaitable[Any]], *, task_status: trio.TaskStatus[Any]
-    ) -> None:
-        scope = trio.CancelScope()
-        self._scopes.append(scope)
-        self._running += 1
-        try:
-            with scope:
-                await task(task_status=task_status)
-        finally:
-            self._running -= 1
-            if not self._running:
-                self._all_done.set()
-
-    def stop(self) -> None:
-        for scope in self._scopes:
-            scope.cancel()
-
-    async def wait(self) -> None:
-        if self._running:
-            await self._all_done.wait()
+    settings: Settings
+    catalog: Mapping[str, Topic]
+    hub: Hub
+    health: SourceHealth
+    loop: BroadcastLoop
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -123,6 +105,7 @@ def _hypercorn_config(settings: Settings, containment: Containment) -> Contained
 async def serve(
     settings: Settings,
     *,
+    catalog: Mapping[str, Topic] | None = None,
     stop: trio.Event | None = None,
     handle_signals: bool = False,
     source: MetricsSource | None = None,
@@ -131,6 +114,8 @@ async def serve(
     """Run the whole service until ``stop`` is set (or a signal arrives), then shut down.
 
     Args:
+        catalog: the topics, as the CLI built and checked them; built here from the settings
+            when not given (tests and the benchmark pass settings only).
         source: where topic values come from; by default InfluxQL at ``settings.influx_url``
             (tests and the benchmark pass an in-process one).
 
@@ -138,110 +123,130 @@ async def serve(
         ConfigError: the topics file or the default topics are invalid (before anything starts).
         OSError: a port cannot be bound.
     """
+    if catalog is None:
+        catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     _report_fd_limit(raise_fd_limit(), settings.max_connections)
     with GcPacer() as gc_pacer:
-        await _serve(settings, stop or trio.Event(), handle_signals, source, gc_pacer, task_status)
+        timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            parts = _build(settings, catalog, source or _influxql(settings, client), gc_pacer)
+            await _run(parts, stop or trio.Event(), handle_signals, task_status)
+    log.info("service stopped", **parts.hub.totals.as_dict())
 
 
-async def _serve(
-    settings: Settings,
+def _influxql(settings: Settings, client: httpx.AsyncClient) -> InfluxQLSource:
+    return InfluxQLSource(
+        client,
+        settings.influx_base_url,
+        settings.influx_db,
+        token=settings.influx_token,
+        username=settings.influx_username,
+        password=settings.influx_password,
+    )
+
+
+def _build(
+    settings: Settings, catalog: Mapping[str, Topic], source: MetricsSource, gc_pacer: GcPacer
+) -> _Parts:
+    """The hub, the source's health and the broadcast loop, wired to each other."""
+    interval_s = settings.broadcast_interval_ms / 1000
+    health = SourceHealth(
+        source, max_age_s=2 * interval_s, ping_timeout_s=settings.query_timeout_ms / 1000
+    )
+    hub = Hub(
+        list(catalog),
+        settings.default_topics,
+        broadcast_interval_ms=settings.broadcast_interval_ms,
+        max_connections=settings.max_connections,
+        output_limits=OutputLimits(
+            max_messages=settings.outbox_messages,
+            max_bytes=settings.max_pending_output_bytes,
+            stall_timeout_s=settings.send_stall_timeout_ms / 1000,
+        ),
+        input_limits=input_limits(settings),
+    )
+    loop = BroadcastLoop(
+        hub,
+        source,
+        catalog,
+        health,
+        interval_s=interval_s,
+        query_timeout_s=settings.query_timeout_ms / 1000,
+        after_tick=gc_pacer.after_tick,
+    )
+    return _Parts(settings, catalog, hub, health, loop)
+
+
+async def _run(
+    parts: _Parts,
     stop: trio.Event,
     handle_signals: bool,
-    source: MetricsSource | None,
-    gc_pacer: GcPacer,
     task_status: trio.TaskStatus[RunningService],
 ) -> None:
-    """The service itself, inside the process-wide settings that ``serve`` makes."""
-    catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
-    timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
-    async with httpx.AsyncClient(timeout=timeout) as client:
-        source = source or InfluxQLSource(
-            client,
-            settings.influx_base_url,
-            settings.influx_db,
-            token=settings.influx_token,
-            username=settings.influx_username,
-            password=settings.influx_password,
-        )
-        interval_s = settings.broadcast_interval_ms / 1000
-        health = SourceHealth(
-            source, max_age_s=2 * interval_s, ping_timeout_s=settings.query_timeout_ms / 1000
-        )
-        hub = Hub(
-            list(catalog),
-            settings.default_topics,
-            broadcast_interval_ms=settings.broadcast_interval_ms,
-            max_connections=settings.max_connections,
-            output_limits=OutputLimits(
-                max_messages=settings.outbox_messages,
-                max_bytes=settings.max_pending_output_bytes,
-                stall_timeout_s=settings.send_stall_timeout_ms / 1000,
-            ),
-            input_limits=input_limits(settings),
-        )
-        broadcaster = Broadcaster(
-            hub,
-            source,
-            catalog,
-            health,
-            interval_s=interval_s,
-            query_timeout_s=settings.query_timeout_ms / 1000,
-            after_tick=gc_pacer.after_tick,
-        )
-        http_stop = trio.Event()
-        servers, background = _TaskSet(), _TaskSet()
-        async with trio.open_nursery() as nursery:
-            if handle_signals:
-                nursery.start_soon(_watch_signals, stop)
-            websocket: WebSocketEndpoint = await nursery.start(
-                servers.run,
-                partial(serve_websockets, hub, settings.ws_host, settings.ws_port),
-            )
-            # Before the HTTP server, which asks it for pings, and outside the task sets: it
-            # serves /health until the HTTP server stops, and is cancelled with the nursery.
-            await nursery.start(health.serve_probes)
-            app = create_app(
-                hub, health, build_registry(hub, health, broadcaster), websocket_url=websocket.url
-            )
-            binds: list[str] = await nursery.start(
-                servers.run,
-                partial(
-                    serve_http,
-                    app,
-                    _hypercorn_config(settings, hub.containment),
-                    shutdown_trigger=http_stop.wait,
-                ),
-            )
-            await nursery.start(background.run, broadcaster.run)
-            await nursery.start(
-                background.run,
-                partial(
-                    sweep_heartbeats,
-                    hub,
-                    interval_s=settings.heartbeat_interval_ms / 1000,
-                    connection_timeout_s=settings.connection_timeout_ms / 1000,
-                ),
-            )
-            await nursery.start(
-                background.run,
-                partial(log_stats, hub, health, interval_s=settings.stats_interval_ms / 1000),
-            )
-            log.info(
-                "service started",
-                websocket_url=websocket.url,
-                http_url=binds[0],
-                topics=list(catalog),
-                influx_url=settings.influx_base_url,
-                influx_db=settings.influx_db,
-            )
-            task_status.started(RunningService(websocket, binds[0], hub, broadcaster, health))
-            await stop.wait()
-            await _shut_down(settings, hub, websocket, background)
+    """The nursery tree and the shutdown sequence (both drawn in the module docstring)."""
+    settings, hub = parts.settings, parts.hub
+    http_stop = trio.Event()
+    async with trio.open_nursery() as root:
+        if handle_signals:
+            root.start_soon(_watch_signals, stop)
+        await root.start(parts.health.serve_probes)
+        async with trio.open_nursery() as servers:
+            websocket, http_url = await _start_servers(servers, parts, http_stop)
+            async with trio.open_nursery() as background:
+                await _start_background(background, parts)
+                log.info(
+                    "service started",
+                    websocket_url=websocket.url,
+                    http_url=http_url,
+                    topics=list(parts.catalog),
+                    influx_url=settings.influx_base_url,
+                    influx_db=settings.influx_db,
+                )
+                task_status.started(
+                    RunningService(websocket, http_url, hub, parts.loop, parts.health)
+                )
+                await stop.wait()
+                started = trio.current_time()  # step 1
+                websocket.stop_accepting()
+                background.cancel_scope.cancel()
+            await _close_clients(settings, hub, started)  # steps 2 to 4
             http_stop.set()
-            with trio.move_on_after(HTTP_GRACE_S):
-                await servers.wait()
-            nursery.cancel_scope.cancel()
-    log.info("service stopped", **hub.totals.as_dict())
+            servers.cancel_scope.deadline = trio.current_time() + HTTP_GRACE_S
+        root.cancel_scope.cancel()
+
+
+async def _start_servers(
+    servers: trio.Nursery, parts: _Parts, http_stop: trio.Event
+) -> tuple[WebSocketEndpoint, str]:
+    """Start the WebSocket then the HTTP server, which links to it; return their addresses."""
+    settings, hub = parts.settings, parts.hub
+    websocket: WebSocketEndpoint = await servers.start(
+        serve_websockets, hub, settings.ws_host, settings.ws_port
+    )
+    registry = build_registry(hub, parts.health, parts.loop)
+    app = create_app(hub, parts.health, registry, websocket_url=websocket.url)
+    config = _hypercorn_config(settings, hub.containment)
+    binds: list[str] = await servers.start(
+        partial(serve_http, app, config, shutdown_trigger=http_stop.wait)
+    )
+    return websocket, binds[0]
+
+
+async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
+    """Start the tasks that stop first at shutdown: the broadcast loop, heartbeats, stats."""
+    settings = parts.settings
+    await background.start(parts.loop.run)
+    await background.start(
+        partial(
+            sweep_heartbeats,
+            parts.hub,
+            interval_s=settings.heartbeat_interval_ms / 1000,
+            connection_timeout_s=settings.connection_timeout_ms / 1000,
+        )
+    )
+    await background.start(
+        partial(log_stats, parts.hub, parts.health, interval_s=settings.stats_interval_ms / 1000)
+    )
 
 
 def _report_fd_limit(limit: FdLimit, max_connections: int) -> None:
@@ -260,13 +265,11 @@ def _report_fd_limit(limit: FdLimit, max_connections: int) -> None:
         log.info("open-file limit", **fields)
 
 
-async def _shut_down(
-    settings: Settings, hub: Hub, websocket: WebSocketEndpoint, background: _TaskSet
-) -> None:
-    """Steps 1 to 3 of the shutdown sequence (see the module docstring)."""
-    started = trio.current_time()
-    websocket.stop_accepting()
-    background.stop()
+async def _close_clients(settings: Settings, hub: Hub, started: float) -> None:
+    """Steps 2 to 4 of the shutdown sequence for WebSocket clients (see the module docstring).
+
+    ``started`` is when the shutdown began, for the elapsed time in the log.
+    """
     clients = len(hub.connections)
     log.info("shutting down", clients=clients, timeout_ms=settings.shutdown_timeout_ms)
     hub.shutdown_all(SHUTDOWN_REASON, settings.reconnect_after_ms)

@@ -4,13 +4,24 @@ and the same frame is published to all its subscribers.
 Ticks are drift-free (scheduled at ``start + k * interval``); a tick that overruns skips the
 ticks it missed instead of bunching them up. A topic whose query fails or times out sends
 its subscribers an ``influxdb_unavailable`` error and then the last good value again with
-``"stale": true``; the next good answer clears it. Besides the ticks, a topic that gets its
-first subscriber is queried at once (see :mod:`broadcaster.hub`).
+``"stale": true``; the next good answer clears it.
+
+One refresh of a topic is a pipeline, each step a method::
+
+    query (+ shape) -> outcome: _Value | _Failure(cause, text)
+    encode          -> outcome: _Update (the frame) | _Failure
+    record          -> topic state, source health, the log
+    publish         -> the frame, or the error and the stale value, through the hub
+
+Whatever a topic's data makes go wrong ends as that topic's failure, never the loop's.
+
+The loop also keeps each topic's latest published frame, which is what a new subscriber is
+offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub), and queries a topic
+as soon as it gets its first subscriber if it has no value from the last interval.
 """
 
 from __future__ import annotations
 
-import enum
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -24,30 +35,12 @@ from broadcaster import protocol
 from broadcaster.broadcast.topics import Topic
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
 from broadcaster.hub import Hub
-from broadcaster.protocol import ErrorCode
+from broadcaster.protocol import ErrorCode, FailureCause
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
 
 log = structlog.get_logger("broadcaster.broadcast.loop")
-
-
-class FailureCause(enum.StrEnum):
-    """Why a topic's query failed: the ``cause`` of its ``influxdb_unavailable`` error."""
-
-    UNAVAILABLE = "unavailable"
-    TIMEOUT = "timeout"
-    QUERY_REJECTED = "query_rejected"
-    BAD_RESPONSE = "bad_response"
-    INTERNAL = "internal_error"
-
-    @classmethod
-    def of(cls, error: SourceError) -> FailureCause:
-        if isinstance(error, QueryRejected):
-            return cls.QUERY_REJECTED
-        if isinstance(error, SourceResponseError):
-            return cls.BAD_RESPONSE
-        return cls.UNAVAILABLE
 
 
 @dataclass
@@ -61,8 +54,12 @@ class TopicState:
     failures: int = 0
 
 
-class Broadcaster:
-    """Produces each topic's value and publishes it through the hub."""
+class BroadcastLoop:
+    """Produces each topic's value, publishes it through the hub and remembers the latest.
+
+    Constructing it makes it the hub's subscription listener, so it must exist before the
+    first connection subscribes for that subscription to trigger a refresh.
+    """
 
     def __init__(
         self,
@@ -86,6 +83,14 @@ class Broadcaster:
         self.states: dict[str, TopicState] = {name: TopicState() for name in topics}
         self.ticks = 0
         self.skipped_ticks = 0
+        # Per topic, the last frame published and when (trio.current_time()).
+        self._latest: dict[str, tuple[Frame, float]] = {}
+        self._refresh_pending: set[str] = set()
+        # One slot per topic is enough: a pending topic is never requested twice.
+        self._refresh_send, self._refresh_requests = trio.open_memory_channel[str](
+            max(1, len(topics))
+        )
+        hub.subscription_listener = self
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Tick forever and answer refresh requests; stops only when cancelled."""
@@ -118,16 +123,44 @@ class Broadcaster:
             for name in topics:
                 nursery.start_soon(self.refresh, name)
 
+    # --- new subscribers: the latest value, or a refresh ------------------------------------
+
+    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
+        """The frame to offer a new subscriber of ``topic`` at once, or None.
+
+        A refresh in flight will publish to every subscriber, so nothing is offered. A value
+        from the last interval is as fresh as a tick's, so it is offered as is: resubscribing
+        cannot force queries. Only a topic nobody followed (``first``) with no recent value is
+        queried at once; a followed topic's next tick comes within an interval anyway.
+        """
+        if topic in self._refresh_pending:
+            return None
+        latest = self._latest.get(topic)
+        if latest is not None and (not first or trio.current_time() - latest[1] < self._interval_s):
+            return latest[0]
+        if first:
+            self._request_refresh(topic)
+        return None
+
+    def _request_refresh(self, topic: str) -> None:
+        try:
+            self._refresh_send.send_nowait(topic)
+        except trio.WouldBlock:  # cannot happen: one slot per topic, and pending topics dedupe
+            return
+        self._refresh_pending.add(topic)
+
     async def _answer_refresh_requests(self) -> None:
         async with trio.open_nursery() as nursery:
-            async for name in self._hub.refresh_requests:
+            async for name in self._refresh_requests:
                 nursery.start_soon(self._refresh_requested, name)
 
     async def _refresh_requested(self, name: str) -> None:
         try:
             await self.refresh(name)
         finally:
-            self._hub.refresh_done(name)
+            self._refresh_pending.discard(name)
+
+    # --- one refresh: query -> outcome -> record -> publish ----------------------------------
 
     async def refresh(self, name: str) -> None:
         """Query one topic under the timeout and publish its value, or the failure.
@@ -138,20 +171,13 @@ class Broadcaster:
         state = self.states[name]
         state.queries += 1
         try:
-            outcome = await self._read(name)
+            read = await self._read(name)
         except Exception as exc:  # a bug reached by this topic's data: contained to it
-            outcome = _internal_failure(name, exc)
+            read = _internal_failure(name, exc)
         state.seq += 1
-        try:
-            failure = (
-                self._publish_value(name, state, outcome)
-                if isinstance(outcome, _Value)
-                else outcome
-            )
-        except Exception as exc:
-            failure = _internal_failure(name, exc)
-        if failure is not None:
-            self._publish_failure(name, state, failure)
+        outcome = self._encode(name, state.seq, read) if isinstance(read, _Value) else read
+        self._record(name, state, outcome)
+        self._publish(name, state, outcome)
 
     async def _read(self, name: str) -> _Value | _Failure:
         """Query and shape one topic's value, or say why not, within the query timeout."""
@@ -161,7 +187,7 @@ class Broadcaster:
             try:
                 results = await self._source.query(topic.query)
             except SourceError as exc:
-                return _Failure(FailureCause.of(exc), str(exc))
+                return _Failure(_cause_of(exc), str(exc))
             try:
                 return _Value(topic.shape(results), read_at_ms)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -176,53 +202,63 @@ class Broadcaster:
             f"query timed out after {round(self._query_timeout_s * 1000)} ms",
         )
 
-    def _publish_value(self, name: str, state: TopicState, value: _Value) -> _Failure | None:
-        """Encode and publish a good value; a value that cannot be encoded is a failure."""
-        timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
-        assert timestamp is not None
+    def _encode(self, name: str, seq: int, value: _Value) -> _Update | _Failure:
+        """The value's frame, encoded once for every subscriber; or why it cannot be sent."""
         try:
-            text = protocol.metrics_update(name, state.seq, timestamp, value.data, stale=False)
+            timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
+            assert timestamp is not None
+            text = protocol.metrics_update(name, seq, timestamp, value.data, stale=False)
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
             log.exception("topic value could not be encoded", topic=name)
             return _Failure(
                 FailureCause.BAD_RESPONSE,
                 f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
             )
-        self._health.record_success()
-        state.last_good_data = value.data
-        state.last_good_timestamp = timestamp
-        self._hub.publish(name, Frame(text, topic=name))
-        return None
+        except Exception as exc:
+            return _internal_failure(name, exc)
+        return _Update(Frame(text, topic=name), value.data, timestamp)
 
-    def _publish_failure(self, name: str, state: TopicState, failure: _Failure) -> None:
-        """Tell the topic's subscribers, then resend the last good value marked stale."""
+    def _record(self, name: str, state: TopicState, outcome: _Update | _Failure) -> None:
+        """Remember the outcome in the topic's state and the source's health, and log a failure."""
+        if isinstance(outcome, _Update):
+            self._health.record_success()
+            state.last_good_data = outcome.data
+            state.last_good_timestamp = outcome.timestamp
+            return
         state.failures += 1
-        cause = failure.cause
+        cause = outcome.cause
         if cause is not FailureCause.INTERNAL:  # our bug says nothing of the database
-            self._health.record_failure(failure.text)
+            self._health.record_failure(outcome.text)
         # A rejected query is a configuration mistake (a topics file), not an outage.
         level = log.error if cause is FailureCause.QUERY_REJECTED else log.warning
-        level("topic query failed", topic=name, cause=cause.value, error=failure.text)
-        message = f"InfluxDB query for topic {name!r} failed: {failure.text}"
-        self._hub.publish_error(
-            name,
-            Frame(
-                protocol.error(
-                    ErrorCode.INFLUXDB_UNAVAILABLE, message, topic=name, cause=cause.value
-                )
-            ),
-            f"{ErrorCode.INFLUXDB_UNAVAILABLE.value}: {message}",
-        )
+        level("topic query failed", topic=name, cause=cause.value, error=outcome.text)
+
+    def _publish(self, name: str, state: TopicState, outcome: _Update | _Failure) -> None:
+        """Publish the new frame; or the error, then the last good value marked stale."""
+        if isinstance(outcome, _Update):
+            self._publish_update(name, outcome.frame)
+            return
+        message, fields = protocol.query_failed_error(name, outcome.cause, outcome.text)
+        self._hub.publish_error(name, ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
         if state.last_good_timestamp is not None:
-            self._hub.publish(
-                name,
-                Frame(
-                    protocol.metrics_update(
-                        name, state.seq, state.last_good_timestamp, state.last_good_data, stale=True
-                    ),
-                    topic=name,
-                ),
+            text = protocol.metrics_update(
+                name, state.seq, state.last_good_timestamp, state.last_good_data, stale=True
             )
+            self._publish_update(name, Frame(text, topic=name))
+
+    def _publish_update(self, name: str, frame: Frame) -> None:
+        """Publish a ``metrics_update``, which also becomes the topic's latest value."""
+        self._latest[name] = (frame, trio.current_time())
+        self._hub.publish(name, frame)
+
+
+def _cause_of(error: SourceError) -> FailureCause:
+    """The wire's word for a source error."""
+    if isinstance(error, QueryRejected):
+        return FailureCause.QUERY_REJECTED
+    if isinstance(error, SourceResponseError):
+        return FailureCause.BAD_RESPONSE
+    return FailureCause.UNAVAILABLE
 
 
 def _internal_failure(name: str, exc: Exception) -> _Failure:
@@ -238,6 +274,15 @@ class _Value:
 
     data: Any
     read_at_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """A good value, encoded: the frame every subscriber gets, and what a stale resend needs."""
+
+    frame: Frame
+    data: Any
+    timestamp: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
 
@@ -32,7 +32,7 @@ COUNTERS = {
 class ServiceCollector(Collector):
     """Exposes the hub's totals, subscribers per topic and the database's health."""
 
-    def __init__(self, hub: Hub, health: SourceHealth, broadcaster: Broadcaster) -> None:
+    def __init__(self, hub: Hub, health: SourceHealth, broadcaster: BroadcastLoop) -> None:
         self._hub = hub
         self._health = health
         self._broadcaster = broadcaster
@@ -78,7 +78,7 @@ class ServiceCollector(Collector):
         )
 
 
-def build_registry(hub: Hub, health: SourceHealth, broadcaster: Broadcaster) -> CollectorRegistry:
+def build_registry(hub: Hub, health: SourceHealth, broadcaster: BroadcastLoop) -> CollectorRegistry:
     """A registry holding only this service's metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(hub, health, broadcaster))

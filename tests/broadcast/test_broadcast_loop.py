@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.testing
 
-from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
 from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
@@ -22,9 +22,10 @@ INTERVAL_S = 10.0
 TIMEOUT_S = 5.0
 
 
-def make_broadcaster(hub: Hub, source: FakeSource, *names: str, **options: Any) -> Broadcaster:
+def make_loop(hub: Hub, source: FakeSource, *names: str, **options: Any) -> BroadcastLoop:
+    """The loop under test; built before any connection subscribes, as the service does."""
     health = SourceHealth(source, max_age_s=2 * INTERVAL_S, ping_timeout_s=TIMEOUT_S)
-    return Broadcaster(
+    return BroadcastLoop(
         hub,
         source,
         make_topics(*names),
@@ -35,18 +36,18 @@ def make_broadcaster(hub: Hub, source: FakeSource, *names: str, **options: Any) 
     )
 
 
-async def run_for(broadcaster: Broadcaster, seconds: float) -> None:
+async def run_for(loop: BroadcastLoop, seconds: float) -> None:
     """Run the loop for ``seconds`` of virtual time, then cancel it."""
     with trio.move_on_after(seconds):
-        await broadcaster.run()
+        await loop.run()
 
 
 async def test_no_query_without_subscribers(autojump_clock: trio.testing.MockClock) -> None:
     source = FakeSource()
     hub = make_hub(["overview"])
-    broadcaster = make_broadcaster(hub, source, "overview")
-    await run_for(broadcaster, 5 * INTERVAL_S + 1)
-    assert broadcaster.ticks == 5
+    loop = make_loop(hub, source, "overview")
+    await run_for(loop, 5 * INTERVAL_S + 1)
+    assert loop.ticks == 5
     assert source.calls == []
 
 
@@ -55,6 +56,7 @@ async def test_one_query_per_topic_per_tick_with_many_clients(
 ) -> None:
     source = FakeSource()
     hub = make_hub(["overview", "regressions", "idle"], defaults=["overview", "regressions"])
+    loop = make_loop(hub, source, "overview", "regressions", "idle")
     clients = [open_connection(hub) for _ in range(40)]
     received: dict[str, list[dict[str, Any]]] = {client.id: [] for client in clients}
 
@@ -65,10 +67,9 @@ async def test_one_query_per_topic_per_tick_with_many_clients(
             for client in clients:
                 received[client.id] += sent_messages(client)
 
-    broadcaster = make_broadcaster(hub, source, "overview", "regressions", "idle")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(read_every_second)
-        await run_for(broadcaster, 3 * INTERVAL_S + 1)
+        await run_for(loop, 3 * INTERVAL_S + 1)
         nursery.cancel_scope.cancel()
     # One immediate refresh when each topic got its first subscriber, then one per tick.
     assert source.count("q:overview") == 1 + 3
@@ -88,10 +89,10 @@ async def test_one_query_per_topic_per_tick_with_many_clients(
 async def test_ticks_are_drift_free(autojump_clock: trio.testing.MockClock) -> None:
     source = FakeSource(delay_s=0.3)
     hub = make_hub(["overview"], defaults=["overview"])
+    loop = make_loop(hub, source, "overview")
     open_connection(hub)
-    broadcaster = make_broadcaster(hub, source, "overview")
     start = trio.current_time()
-    await run_for(broadcaster, 4 * INTERVAL_S + 1)
+    await run_for(loop, 4 * INTERVAL_S + 1)
     offsets = [round(at - start, 6) for at, _ in source.calls]
     # The refresh at 0, then ticks on the 10 s grid, although every query takes 0.3 s.
     assert offsets == [0.0, 10.0, 20.0, 30.0, 40.0]
@@ -102,8 +103,7 @@ async def test_overrunning_tick_skips_instead_of_bunching(
 ) -> None:
     source = FakeSource(delay_s=0.0)
     hub = make_hub(["overview"], defaults=["overview"])
-    open_connection(hub)
-    broadcaster = Broadcaster(
+    loop = BroadcastLoop(
         hub,
         source,
         make_topics("overview"),
@@ -111,17 +111,18 @@ async def test_overrunning_tick_skips_instead_of_bunching(
         interval_s=INTERVAL_S,
         query_timeout_s=25.0,
     )
+    open_connection(hub)
     start = trio.current_time()
     source.delay_s = 0.0
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(run_for, broadcaster, 6 * INTERVAL_S + 1))
+        nursery.start_soon(partial(run_for, loop, 6 * INTERVAL_S + 1))
         await trio.sleep(INTERVAL_S - 1)  # after the refresh, before the first tick
         source.delay_s = 15.0  # the first tick (at 10) ends at 25: the tick at 20 is skipped
         await trio.sleep(2)
         source.delay_s = 0.0
     offsets = [round(at - start, 6) for at, _ in source.calls]
     assert offsets == [0.0, 10.0, 30.0, 40.0, 50.0, 60.0]
-    assert broadcaster.skipped_ticks == 1
+    assert loop.skipped_ticks == 1
 
 
 async def test_outage_sends_error_then_stale_value_and_recovers(
@@ -129,10 +130,10 @@ async def test_outage_sends_error_then_stale_value_and_recovers(
 ) -> None:
     source = FakeSource()
     hub = make_hub(["overview"], defaults=["overview"])
+    loop = make_loop(hub, source, "overview")
     client = open_connection(hub)
-    broadcaster = make_broadcaster(hub, source, "overview")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(broadcaster.run)
+        nursery.start_soon(loop.run)
         await trio.sleep(1)
         good = [m for m in sent_messages(client) if m["type"] == "metrics_update"]
         assert [m["stale"] for m in good] == [False]
@@ -148,14 +149,14 @@ async def test_outage_sends_error_then_stale_value_and_recovers(
         assert during[1]["data"] == good[0]["data"]
         assert during[1]["timestamp"] == good[0]["timestamp"]
         assert during[1]["seq"] == good[0]["seq"] + 1
-        assert broadcaster._health.healthy is False
+        assert loop._health.healthy is False
 
         source.down = False
         await trio.sleep(INTERVAL_S)
         after = sent_messages(client)
         assert [(m["type"], m["stale"]) for m in after] == [("metrics_update", False)]
         assert after[0]["data"] != good[0]["data"]
-        assert broadcaster._health.healthy is True
+        assert loop._health.healthy is True
         nursery.cancel_scope.cancel()
     assert client.error_count == 1
 
@@ -163,9 +164,9 @@ async def test_outage_sends_error_then_stale_value_and_recovers(
 async def test_slow_query_times_out_as_unavailable(autojump_clock: trio.testing.MockClock) -> None:
     source = FakeSource(delay_s=TIMEOUT_S + 1)
     hub = make_hub(["overview"], defaults=["overview"])
+    loop = make_loop(hub, source, "overview")
     client = open_connection(hub)
-    broadcaster = make_broadcaster(hub, source, "overview")
-    await run_for(broadcaster, 1 + TIMEOUT_S)
+    await run_for(loop, 1 + TIMEOUT_S)
     errors = [m for m in sent_messages(client) if m["type"] == "error"]
     assert len(errors) == 1
     assert errors[0]["code"] == "influxdb_unavailable"
@@ -176,8 +177,9 @@ async def test_slow_query_times_out_as_unavailable(autojump_clock: trio.testing.
 async def test_rejected_query_says_so(autojump_clock: trio.testing.MockClock) -> None:
     source = FakeSource(rejected=True)
     hub = make_hub(["overview"], defaults=["overview"])
+    loop = make_loop(hub, source, "overview")
     client = open_connection(hub)
-    await run_for(make_broadcaster(hub, source, "overview"), 1)
+    await run_for(loop, 1)
     (error,) = [m for m in sent_messages(client) if m["type"] == "error"]
     assert error["code"] == "influxdb_unavailable"
     assert error["cause"] == "query_rejected"
@@ -190,11 +192,11 @@ async def test_subscriber_gets_latest_value_at_once(
 ) -> None:
     source = FakeSource()
     hub = make_hub(["overview"])
+    loop = make_loop(hub, source, "overview")
     if topics_followed_already:
         hub.subscribe(open_connection(hub), ("overview",))
-    broadcaster = make_broadcaster(hub, source, "overview")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(broadcaster.run)
+        nursery.start_soon(loop.run)
         await trio.sleep(INTERVAL_S * 1.5)
         calls_before = len(source.calls)
         late = open_connection(hub)
@@ -214,10 +216,10 @@ async def test_resubscribing_cannot_force_extra_queries(
 ) -> None:
     source = FakeSource()
     hub = make_hub(["overview"])
+    loop = make_loop(hub, source, "overview")
     client = open_connection(hub)
-    broadcaster = make_broadcaster(hub, source, "overview")
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(broadcaster.run)
+        nursery.start_soon(loop.run)
         await trio.sleep(INTERVAL_S * 0.25)
         hub.subscribe(client, ("overview",))  # first subscriber: queried at once
         await trio.sleep(0.001)

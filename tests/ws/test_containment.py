@@ -22,7 +22,7 @@ import trio.testing
 from hypercorn.trio.tcp_server import TCPServer
 from wsproto.events import Pong, TextMessage
 
-from broadcaster.broadcast.loop import Broadcaster
+from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.topics import Topic
 from broadcaster.config import build_settings
 from broadcaster.containment import Containment, Stage
@@ -265,7 +265,7 @@ async def test_a_topic_whose_value_cannot_be_built_fails_alone(
     hub = make_hub(["good", "bad"], defaults=["good", "bad"])
     topics = {**make_topics("good"), "bad": Topic(name="bad", query="q:bad", shape=shape)}
     health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
-    loop = Broadcaster(hub, source, topics, health, interval_s=10, query_timeout_s=5)
+    loop = BroadcastLoop(hub, source, topics, health, interval_s=10, query_timeout_s=5)
     client = open_connection(hub)
     messages: list[dict[str, Any]] = []
 
