@@ -2,22 +2,19 @@
 a 500 for the client's fault, never a file from outside ``broadcaster/static``, and the service
 goes on serving. An unexpected error in a route is logged with its traceback and answered 500.
 
-Raw bytes over a TCP socket, since HTTP clients refuse to send most of these. No database is
-needed: nothing subscribes, so nothing is queried.
+Raw bytes over a TCP socket, since HTTP clients refuse to send most of these. The service runs
+on an in-process source (``start_service``): this is the HTTP side; nothing is queried.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import pytest
 import structlog
 import trio
 from structlog.testing import capture_logs
 
-from broadcaster.config import build_settings
-from broadcaster.service import RunningService, serve
-from tests.influxd import free_port
+from broadcaster.service import RunningService
+from tests.services import StartService
 
 
 def get(target: bytes, *headers: bytes, host: bytes | None = b"127.0.0.1") -> bytes:
@@ -103,17 +100,8 @@ VALID_REQUESTS = {
 
 
 @pytest.fixture
-async def service(nursery: trio.Nursery) -> RunningService:
-    settings = build_settings(
-        {
-            "ws_port": 0,
-            "http_port": 0,
-            "influx_url": f"http://127.0.0.1:{free_port()}",
-            "log_format": "console",
-        }
-    )
-    started: RunningService = await nursery.start(partial(serve, settings))
-    return started
+async def service(start_service: StartService) -> RunningService:
+    return await start_service()
 
 
 def http_port(service: RunningService) -> int:
