@@ -137,7 +137,7 @@ class _NoGc:
         pass
 
 
-def _service_parts(settings: Settings) -> tuple[Any, Any, Any]:
+def service_parts(settings: Settings) -> tuple[Any, Any, Any]:
     """The hub, source health and broadcast loop, built as the service builds them."""
     names = list(settings.default_topics)
     source = _NeverQueried()
@@ -170,7 +170,7 @@ def _service_parts(settings: Settings) -> tuple[Any, Any, Any]:
 
 def metric_families() -> list[tuple[str, str, str, tuple[str, ...]]]:
     """(exposed name, type, help, label names) of every family the collector yields."""
-    registry = build_registry(*_service_parts(Settings()))
+    registry = build_registry(*service_parts(Settings()))
     families = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""

@@ -7,11 +7,13 @@
   means and what a client should do is prose), so their codes are checked against
   ``broadcaster.protocol``'s enums.
 - Each code table exists once: the README and docs/operations.md link to docs/protocol.md.
+- The status API example in docs/operations.md has exactly the fields the endpoint returns.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from types import ModuleType
 import pytest
 
 from broadcaster.config import Settings, env_name, flag_name
+from broadcaster.ops.http import create_app
 from broadcaster.protocol import CloseCode, ErrorCode
 from tests import REPO
 
@@ -104,3 +107,33 @@ def test_the_code_tables_are_kept_once_in_protocol_md(path: Path) -> None:
     text = path.read_text()
     assert "| 4008 |" not in text
     assert "| `rate_limited` |" not in text
+
+
+def _keys(value: object, prefix: str = "") -> set[str]:
+    """Every key path of a JSON object (``summary.connectionErrors.reader``), lists not
+    descended."""
+    if not isinstance(value, dict):
+        return set()
+    paths = set()
+    for key, child in value.items():
+        path = f"{prefix}{key}"
+        paths.add(path)
+        if key != "subscribers":  # one key per topic of the run the example came from
+            paths |= _keys(child, f"{path}.")
+    return paths
+
+
+async def test_the_status_example_has_the_fields_the_status_api_returns() -> None:
+    hub, health, loop = docs_tables.service_parts(Settings())
+    registry = docs_tables.build_registry(hub, health, loop)
+    app = create_app(hub, health, registry, websocket_url="ws://127.0.0.1:8765/ws")
+    response = await app.test_client().get(
+        "/api/websocket/status", headers={"Host": "127.0.0.1:8080"}
+    )
+    served = await response.get_json()
+    text = OPERATIONS.read_text()
+    section = text[text.index("### `GET /api/websocket/status`") :]
+    start = section.index("```json\n") + len("```json\n")
+    example = json.loads(section[start : section.index("\n```", start)])
+    # Lists are not descended: with no client connected, `connections` is empty.
+    assert _keys(example) == _keys(served)
