@@ -129,8 +129,12 @@ async def serve(
     with GcPacer() as gc_pacer:
         timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
         async with httpx.AsyncClient(timeout=timeout) as client:
-            parts = _build(settings, catalog, source or _influxql(settings, client), gc_pacer)
-            await _run(parts, stop or trio.Event(), handle_signals, task_status)
+            source = source if source is not None else _influxql(settings, client)
+            parts = _build(settings, catalog, source, gc_pacer)
+            # "stop or Event()" would ask an Event for its truth value, which trio refuses.
+            await _run(
+                parts, stop if stop is not None else trio.Event(), handle_signals, task_status
+            )
     log.info("service stopped", **parts.hub.totals.as_dict())
 
 

@@ -12,6 +12,7 @@ examples are deterministic: see the Hypothesis profile in tests/conftest.py.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -30,6 +31,7 @@ from broadcaster.protocol import (
     Unsubscribe,
     parse_client_message,
 )
+from tests import REPO
 
 # The documented limits, stated here so that changing them is deliberate.
 PING_ID_MAX_CHARS = 128
@@ -386,3 +388,21 @@ def test_topic_replies_encode_and_errors_stay_bounded(
     kind: str, topics: list[str], ascii: bool
 ) -> None:
     _parse_and_reply(json.dumps({"type": kind, "topics": topics}, ensure_ascii=ascii))
+
+
+def test_every_failure_cause_is_in_the_protocol_docs_cause_table() -> None:
+    """``cause`` is on the wire, so its vocabulary lives in protocol.py and is documented."""
+    assert protocol.FailureCause.__module__ == "broadcaster.protocol"
+    docs = (REPO / "docs" / "protocol.md").read_text()
+    header = "| `cause` | Meaning |"
+    table = docs[docs.index(header) + len(header) :].split("\n\n", 1)[0]
+    documented = re.findall(r"^\s*\| `([a-z_]+)` \|", table, flags=re.MULTILINE)
+    assert documented == [cause.value for cause in protocol.FailureCause]
+
+
+def test_a_query_failure_error_names_its_topic_and_cause() -> None:
+    message, fields = protocol.query_failed_error(
+        "cpu", protocol.FailureCause.TIMEOUT, "query timed out after 5000 ms"
+    )
+    assert message == "InfluxDB query for topic 'cpu' failed: query timed out after 5000 ms"
+    assert fields == {"topic": "cpu", "cause": "timeout"}

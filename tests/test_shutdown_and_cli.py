@@ -13,7 +13,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,16 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
+from broadcaster import cli, service
+from broadcaster.broadcast import topics as broadcast_topics
+from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.cli import build_parser, settings_from
+from broadcaster.config import Settings
 from broadcaster.ops.fd_limit import RESERVED_FDS
+from broadcaster.service import RunningService
+from tests.fakes import FakeSource
 from tests.influxd import Influxd, free_ports
+from tests.services import make_settings
 from tests.wsclient import connect, eventually, next_message, raw_handshake
 
 CLIENTS = 100
@@ -251,3 +259,55 @@ async def test_startup_raises_the_open_file_limit_and_says_how_many_clients_fit(
     assert line["connection_capacity"] == 2048 - RESERVED_FDS
     assert line["max_connections"] == 5000
     assert line["level"] == "warning"  # 5000 connections would not fit: said at startup
+
+
+# --- the topic catalog: built once, by the CLI ------------------------------------------------
+
+
+def test_cli_reads_the_topics_file_once_and_serves_that_catalog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text('[[topic]]\nname = "extra"\nquery = "SELECT 1"\n')
+    reads: list[Path] = []
+    load = broadcast_topics.load_topics_file
+
+    def counting_load(path: Path) -> list[broadcast_topics.Topic]:
+        reads.append(path)
+        return load(path)
+
+    served: list[Mapping[str, broadcast_topics.Topic] | None] = []
+
+    async def fake_serve(
+        settings: Settings, *, catalog: Mapping[str, broadcast_topics.Topic] | None = None, **_: Any
+    ) -> None:
+        served.append(catalog)
+
+    monkeypatch.setattr(broadcast_topics, "load_topics_file", counting_load)
+    monkeypatch.setattr(service, "serve", fake_serve)
+    monkeypatch.setattr(cli, "configure_logging", lambda *args: None)
+    cli.main(["serve", "--topics-file", str(topics)])
+    assert reads == [topics]
+    (catalog,) = served
+    assert catalog is not None
+    assert "extra" in catalog
+    assert catalog["extra"].query == "SELECT 1"
+
+
+async def test_the_service_runs_on_the_catalog_it_is_given(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text('[[topic]]\nname = "extra"\nquery = "SELECT 1"\n')
+    settings = make_settings(topics_file=str(topics))
+    catalog = broadcast_topics.build_catalog(
+        BUILTIN_TOPICS, settings.topics_file, settings.default_topics
+    )
+    topics.write_text("not toml at all [")  # the service must not read the file again
+    stop = trio.Event()
+    running: RunningService = await nursery.start(
+        partial(service.serve, settings, catalog=catalog, stop=stop, source=FakeSource())
+    )
+    assert running.hub.topics == list(catalog)
+    assert "extra" in running.hub.topics
+    stop.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+import orjson
 import pytest
 import trio
 import trio.testing
@@ -16,6 +17,7 @@ import trio.testing
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
+from broadcaster.ws.frames import Frame
 from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
 
 INTERVAL_S = 10.0
@@ -235,3 +237,68 @@ async def test_resubscribing_cannot_force_extra_queries(
         assert len(updates) == 51
         assert {m["seq"] for m in updates} == {1}
         nursery.cancel_scope.cancel()
+
+
+# --- on_subscribe: what the hub asks the loop when a connection subscribes --------------------
+
+
+async def test_on_subscribe_answers_from_the_cache_and_refreshes_only_when_needed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["overview"])  # nobody subscribes through it: the ticks query nothing
+    loop = make_loop(hub, source, "overview")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(loop.run)
+        # No value yet: nothing to offer; the first subscriber's topic is queried once,
+        # however many subscribe before the answer.
+        assert loop.on_subscribe("overview", first=True) is None
+        assert loop.on_subscribe("overview", first=True) is None
+        await trio.sleep(1)
+        assert source.count("q:overview") == 1
+        # A value from the last interval is offered as is, to the first subscriber or not.
+        for first in (True, False):
+            frame = loop.on_subscribe("overview", first=first)
+            assert frame is not None
+            assert frame.topic == "overview"
+            assert orjson.loads(frame.text)["seq"] == 1
+        assert source.count("q:overview") == 1
+        # An interval later, a followed topic still gets the value (its tick is coming)...
+        await trio.sleep(INTERVAL_S)
+        old = loop.on_subscribe("overview", first=False)
+        assert old is not None
+        assert orjson.loads(old.text)["seq"] == 1
+        assert source.count("q:overview") == 1
+        # ...but a first subscriber gets a fresh query instead of a value that old.
+        assert loop.on_subscribe("overview", first=True) is None
+        await trio.sleep(1)
+        assert source.count("q:overview") == 2
+        fresh = loop.on_subscribe("overview", first=False)
+        assert fresh is not None
+        assert orjson.loads(fresh.text)["seq"] == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_hub_offers_what_its_listener_answers() -> None:
+    hub = make_hub(["a", "b"])
+    calls: list[tuple[str, bool]] = []
+    cached = Frame('{"type":"metrics_update","topic":"a"}', topic="a")
+
+    class Listener:
+        def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
+            calls.append((topic, first))
+            return cached if topic == "a" else None
+
+    hub.subscription_listener = Listener()
+    one, two = open_connection(hub), open_connection(hub)
+    sent_messages(one), sent_messages(two)  # the welcomes
+    hub.subscribe(one, ("a", "b"))
+    hub.subscribe(two, ("a",))
+    hub.subscribe(two, ("a",))  # already subscribed: the listener is not asked again
+    assert calls == [("a", True), ("b", True), ("a", False)]
+    assert [m["type"] for m in sent_messages(one)] == ["subscription_confirmed", "metrics_update"]
+    assert [m["type"] for m in sent_messages(two)] == [
+        "subscription_confirmed",
+        "metrics_update",
+        "subscription_confirmed",
+    ]
