@@ -210,12 +210,16 @@ async def _run(
                     RunningService(websocket, http_url, hub, parts.loop, parts.health)
                 )
                 await stop.wait()
-                started = trio.current_time()  # step 1
+                # Shutdown, step 1: no new clients, no more ticks, heartbeats or stats.
+                started = trio.current_time()
                 websocket.stop_accepting()
                 background.cancel_scope.cancel()
-            await _close_clients(settings, hub, started)  # steps 2 to 4
+            # Steps 2 to 4: tell and close every client, forcing whoever is left.
+            await _close_clients(settings, hub, started)
+            # Then the HTTP server finishes its requests, within a grace period.
             http_stop.set()
             servers.cancel_scope.deadline = trio.current_time() + HTTP_GRACE_S
+        # The servers are done: the health prober and the signal watcher are no longer needed.
         root.cancel_scope.cancel()
 
 
