@@ -89,8 +89,7 @@ async def run(settings: Any, source: BenchSource, stop_on_stdin_eof: bool) -> No
 
         async def serve(*, task_status: trio.TaskStatus[service.RunningService]) -> None:
             try:
-                # No ``stop=``: ``serve`` tests it with ``stop or trio.Event()``, which raises for
-                # a trio.Event. It stops on SIGTERM/SIGINT (its own signal watcher) instead.
+                # No ``stop=``: like the CLI, it stops on SIGTERM/SIGINT (its own signal watcher).
                 await service.serve(
                     settings, handle_signals=True, source=source, task_status=task_status
                 )
