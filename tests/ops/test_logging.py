@@ -11,7 +11,7 @@ import trio.testing
 from structlog.testing import capture_logs
 
 from broadcaster.ops.stats import log_stats
-from broadcaster.protocol import CloseCode
+from broadcaster.protocol import CloseCode, iso_from_unix_ms
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
 from tests.fakes import FakeSource, make_hub, open_connection
@@ -47,6 +47,7 @@ async def test_one_stats_line_per_interval_only_while_clients_are_connected(
 async def test_disconnect_logs_code_reason_summary_and_remaining() -> None:
     hub = make_hub(["overview"], defaults=["overview"])
     leaving, staying = open_connection(hub), open_connection(hub)
+    hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
     leaving.terminate(CloseCode.SLOW_CONSUMER, "outbox full")
     with capture_logs() as logs:
         hub.close(leaving)
@@ -58,8 +59,11 @@ async def test_disconnect_logs_code_reason_summary_and_remaining() -> None:
     assert entry["remaining"] == 1
     assert entry["connection_id"] == leaving.id
     assert entry["subscriptions"] == ["overview"]
-    assert "broadcastCount" in entry
-    assert "connectedAt" in entry
+    assert entry["connectedAt"] == iso_from_unix_ms(leaving.connected_at_unix_ms)
+    assert entry["broadcastCount"] == 1
+    assert entry["lastBroadcast"] == iso_from_unix_ms(leaving.last_broadcast_unix_ms)
+    assert (entry["errorCount"], entry["lastError"], entry["droppedMessages"]) == (0, None, 0)
+    assert entry["clientInfo"] == {"userAgent": "test", "ip": "127.0.0.1"}
     assert staying.id in hub.connections
 
 
