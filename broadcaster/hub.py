@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -19,31 +19,32 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.containment import Containment
+from broadcaster.counters import Counters
 from broadcaster.protocol import CloseCode, ErrorCode
-from broadcaster.ws.connection import ClientInfo, Connection, InputLimits, OutputLimits
+from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
 from broadcaster.ws.outbound import Outbound, fan_out
 
 log = structlog.get_logger("broadcaster.hub")
 
 
-@dataclass
-class Totals:
-    """Counters since the service started."""
+@dataclass(frozen=True, slots=True)
+class HubSnapshot:
+    """The hub's statistics at one moment: what the status API, /metrics and the stats line
+    are generated from, so that they agree.
 
-    connections_created: int = 0
-    connections_closed: int = 0
-    connections_refused: int = 0
-    broadcasts: int = 0
-    errors: int = 0
-    slow_consumers_closed: int = 0
-    replaced_updates: int = 0
-    heartbeat_timeouts: int = 0
-    oversized_messages: int = 0
+    ``active``: connections open and not closing; ``tracked``: every registered connection,
+    closing ones included. ``healthy``: the accept loop runs, the service is not shutting
+    down and has room for one more connection.
+    """
 
-    def as_dict(self) -> dict[str, int]:
-        """The counters by name."""
-        return asdict(self)
+    counters: dict[str, int]
+    active: int
+    tracked: int
+    healthy: bool
+    subscribers: dict[str, int]
+    connection_errors: dict[str, int]
+    connections: tuple[Connection, ...]
 
 
 class SubscriptionListener(Protocol):
@@ -75,53 +76,75 @@ class Hub:
         *,
         broadcast_interval_ms: int,
         max_connections: int,
-        output_limits: OutputLimits,
-        input_limits: InputLimits,
     ) -> None:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
         self.broadcast_interval_ms = broadcast_interval_ms
         self.max_connections = max_connections
-        self.output_limits = output_limits
-        self.input_limits = input_limits
-        self.connections: dict[str, Connection] = {}
-        self.totals = Totals()
+        # The service-wide counters: shared with every connection (ConnectionPolicy), which
+        # counts what it decides; the hub counts connections and publishes.
+        self.counters = Counters()
         self.containment = Containment()
+        self._connections: dict[str, Connection] = {}
         # Per topic, its subscribers' output paths, which the fan-out loop walks.
         self._subscribers: dict[str, dict[Connection, Outbound]] = {t: {} for t in self.topics}
         # Set by the broadcast loop when it is built; see SubscriptionListener.
         self.subscription_listener: SubscriptionListener = _NoLatestValues()
         self._ids = itertools.count(1)
         self._emptied = trio.Event()
+        self._accept_loop_running = False
+        self._shutting_down = False
 
     # --- connections ---------------------------------------------------------------------------
 
     def active_count(self) -> int:
-        """Connections open and not closing (``connections`` also holds closing ones)."""
-        return sum(1 for connection in self.connections.values() if connection.close_code is None)
+        """Connections open and not closing."""
+        return sum(1 for connection in self._connections.values() if connection.closing is None)
+
+    def tracked_count(self) -> int:
+        """Every registered connection, closing ones included."""
+        return len(self._connections)
+
+    def connections_now(self) -> tuple[Connection, ...]:
+        """The registered connections at this moment (a copy: callers may close them)."""
+        return tuple(self._connections.values())
 
     def has_capacity(self) -> bool:
         """Whether one more connection may be accepted."""
-        return len(self.connections) < self.max_connections
+        return len(self._connections) < self.max_connections
+
+    def set_accept_loop_running(self, running: bool) -> None:
+        """The WebSocket server reports whether its accept loop runs (for /health)."""
+        self._accept_loop_running = running
+
+    def healthy(self) -> bool:
+        """Whether a new client would be served: accepting, not full, not shutting down."""
+        return self._accept_loop_running and not self._shutting_down and self.has_capacity()
+
+    def snapshot(self) -> HubSnapshot:
+        """The statistics every view is generated from (see :mod:`broadcaster.counters`)."""
+        return HubSnapshot(
+            counters=self.counters.as_dict(),
+            active=self.active_count(),
+            tracked=self.tracked_count(),
+            healthy=self.healthy(),
+            subscribers=self.subscriber_counts(),
+            connection_errors=self.containment.counts(),
+            connections=self.connections_now(),
+        )
 
     def refuse(self) -> None:
         """Count a connection refused for capacity or shutdown."""
-        self.totals.connections_refused += 1
+        self.counters.connections_refused += 1
 
-    def open(self, client_info: ClientInfo) -> Connection:
-        """Register a new connection, queue its welcome and subscribe it to the defaults."""
-        connection = Connection(
-            id=f"ws_{next(self._ids)}_{int(time.time() * 1000)}",
-            client_info=client_info,
-            limits=self.output_limits,
-            input_limits=self.input_limits,
-            containment=self.containment,
-        )
-        connection.on_slow = self._count_slow
-        connection.on_error = self._count_error
-        connection.on_replaced = self._count_replaced
-        self.connections[connection.id] = connection
-        self.totals.connections_created += 1
+    def new_connection_id(self) -> str:
+        """A unique id for a connection about to be registered."""
+        return f"ws_{next(self._ids)}_{int(time.time() * 1000)}"
+
+    def register(self, connection: Connection) -> None:
+        """Track a new connection, queue its welcome and subscribe it to the defaults."""
+        self._connections[connection.id] = connection
+        self.counters.connections_created += 1
         connection.offer(
             Frame(
                 protocol.welcome(
@@ -136,64 +159,47 @@ class Hub:
         log.info(
             "connection opened",
             connection_id=connection.id,
-            ip=client_info.ip,
-            user_agent=client_info.user_agent,
-            active=len(self.connections),
+            ip=connection.client_info.ip,
+            user_agent=connection.client_info.user_agent,
+            active=len(self._connections),
         )
-        return connection
 
     def close(self, connection: Connection) -> None:
         """Forget a connection once it has closed, and log its summary."""
-        if self.connections.pop(connection.id, None) is None:
+        if self._connections.pop(connection.id, None) is None:
             return
         for topic in connection.subscriptions:
             self._subscribers[topic].pop(connection, None)
-        self.totals.connections_closed += 1
-        if connection.close_code == CloseCode.MESSAGE_TOO_BIG:
-            self.totals.oversized_messages += 1
+        self.counters.connections_closed += 1
         log.info(
             "connection closed",
             code=connection.close_code,
             reason=connection.close_reason,
             closed_by=connection.closed_by,
-            remaining=len(self.connections),
+            remaining=len(self._connections),
             **{k: v for k, v in connection.summary().items() if k != "id"},
             connection_id=connection.id,
         )
-        if not self.connections:
+        if not self._connections:
             self._emptied.set()
 
     async def wait_until_empty(self) -> None:
         """Return once no connection is left."""
-        while self.connections:
+        while self._connections:
             self._emptied = trio.Event()
             await self._emptied.wait()
 
     def shutdown_all(self, reason: str, reconnect_after_ms: int) -> None:
         """Tell every client the server is going away, then close each with 1001."""
+        self._shutting_down = True
         frame = Frame(protocol.server_shutdown(reason, reconnect_after_ms))
-        for connection in list(self.connections.values()):
-            connection.replace_pending_and_close(frame, CloseCode.GOING_AWAY, reason)
+        for connection in self.connections_now():
+            connection.close(CloseCode.GOING_AWAY, reason, final=frame)
 
     def abort_all(self, code: CloseCode, reason: str) -> None:
         """Cut every connection now, without a close handshake."""
-        for connection in list(self.connections.values()):
+        for connection in self.connections_now():
             connection.abort(code, reason)
-
-    def _count_error(self, connection: Connection) -> None:
-        self.totals.errors += 1
-
-    def _count_replaced(self, connection: Connection) -> None:
-        self.totals.replaced_updates += 1
-
-    def _count_slow(self, connection: Connection) -> None:
-        self.totals.slow_consumers_closed += 1
-        log.warning(
-            "slow consumer closed",
-            connection_id=connection.id,
-            reason=connection.close_reason,
-            code=int(CloseCode.SLOW_CONSUMER),
-        )
 
     # --- subscriptions -----------------------------------------------------------------------
 
@@ -259,7 +265,7 @@ class Hub:
         """Hand an update to every subscriber of ``topic`` without waiting; return the takers."""
         assert frame.topic == topic, "publish takes a metrics_update of its topic"
         delivered = fan_out(self._subscribers[topic].values(), frame, int(time.time() * 1000))
-        self.totals.broadcasts += delivered
+        self.counters.broadcasts += delivered
         return delivered
 
     def publish_error(self, topic: str, code: ErrorCode, message: str, /, **extra: Any) -> None:

@@ -47,7 +47,7 @@ from broadcaster.protocol import CloseCode
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
-from broadcaster.ws.connection import InputLimits, OutputLimits
+from broadcaster.ws.connection import ConnectionPolicy, InputLimits, OutputLimits
 from broadcaster.ws.heartbeat import sweep_heartbeats
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
 
@@ -135,7 +135,7 @@ async def serve(
             await _run(
                 parts, stop if stop is not None else trio.Event(), handle_signals, task_status
             )
-    log.info("service stopped", **parts.hub.totals.as_dict())
+    log.info("service stopped", **parts.hub.counters.as_dict())
 
 
 def _influxql(settings: Settings, client: httpx.AsyncClient) -> InfluxQLSource:
@@ -162,12 +162,6 @@ def _build(
         settings.default_topics,
         broadcast_interval_ms=settings.broadcast_interval_ms,
         max_connections=settings.max_connections,
-        output_limits=OutputLimits(
-            max_messages=settings.outbox_messages,
-            max_bytes=settings.max_pending_output_bytes,
-            stall_timeout_s=settings.send_stall_timeout_ms / 1000,
-        ),
-        input_limits=input_limits(settings),
     )
     loop = BroadcastLoop(
         hub,
@@ -229,7 +223,7 @@ async def _start_servers(
     """Start the WebSocket then the HTTP server, which links to it; return their addresses."""
     settings, hub = parts.settings, parts.hub
     websocket: WebSocketEndpoint = await servers.start(
-        serve_websockets, hub, settings.ws_host, settings.ws_port
+        serve_websockets, hub, connection_policy(settings, hub), settings.ws_host, settings.ws_port
     )
     registry = build_registry(hub, parts.health, parts.loop)
     app = create_app(hub, parts.health, registry, websocket_url=websocket.url)
@@ -257,6 +251,21 @@ async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
     )
 
 
+def connection_policy(settings: Settings, hub: Hub) -> ConnectionPolicy:
+    """What every connection is built from: the limits from ``settings``, and the hub's
+    counters and containment so that a connection counts into the service-wide ones."""
+    return ConnectionPolicy(
+        output=OutputLimits(
+            max_messages=settings.outbox_messages,
+            max_bytes=settings.max_pending_output_bytes,
+            stall_timeout_s=settings.send_stall_timeout_ms / 1000,
+        ),
+        input=input_limits(settings),
+        counters=hub.counters,
+        containment=hub.containment,
+    )
+
+
 def _report_fd_limit(limit: FdLimit, max_connections: int) -> None:
     fields = {
         "soft_limit_before": limit.before,
@@ -278,12 +287,12 @@ async def _close_clients(settings: Settings, hub: Hub, started: float) -> None:
 
     ``started`` is when the shutdown began, for the elapsed time in the log.
     """
-    clients = len(hub.connections)
+    clients = hub.tracked_count()
     log.info("shutting down", clients=clients, timeout_ms=settings.shutdown_timeout_ms)
     hub.shutdown_all(SHUTDOWN_REASON, settings.reconnect_after_ms)
     with trio.move_on_after(settings.shutdown_timeout_ms / 1000):
         await hub.wait_until_empty()
-    left = len(hub.connections)
+    left = hub.tracked_count()
     if left:
         hub.abort_all(CloseCode.GOING_AWAY, SHUTDOWN_REASON)
     log.info(

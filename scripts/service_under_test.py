@@ -250,7 +250,7 @@ class Probes:
                 "broadcaster": container_sizes(self.running.broadcaster),
                 "health": container_sizes(self.running.health),
             },
-            "hub_totals": self.running.hub.totals.as_dict(),
+            "hub_totals": self.running.hub.counters.as_dict(),
             "live_types": live_types(),
         }
         if tracemalloc.is_tracing():

@@ -19,7 +19,7 @@ from broadcaster.errors import QueryRejected, SourceUnavailable
 from broadcaster.hub import Hub
 from broadcaster.service import input_limits
 from broadcaster.sources.base import Series, StatementResult
-from broadcaster.ws.connection import ClientInfo, Connection, OutputLimits
+from broadcaster.ws.connection import ClientInfo, Connection, ConnectionPolicy, OutputLimits
 from broadcaster.ws.frames import Frame
 
 
@@ -69,25 +69,37 @@ def make_hub(
     max_pending_bytes: int = 1 << 20,
     stall_timeout_s: float = 15.0,
     **input_overrides: Any,
-) -> Hub:
+) -> PolicyHub:
     """A hub whose connections, never attached to a socket, queue all they are sent.
 
     ``input_overrides`` replace fields of the default :class:`InputLimits`.
     """
-    return Hub(
-        topics,
-        defaults,
-        broadcast_interval_ms=10_000,
-        max_connections=100,
-        output_limits=OutputLimits(
+    hub = PolicyHub(topics, defaults, broadcast_interval_ms=10_000, max_connections=100)
+    hub.policy = ConnectionPolicy(
+        output=OutputLimits(
             max_messages=outbox, max_bytes=max_pending_bytes, stall_timeout_s=stall_timeout_s
         ),
-        input_limits=replace(input_limits(Settings()), **input_overrides),
+        input=replace(input_limits(Settings()), **input_overrides),
+        counters=hub.counters,
+        containment=hub.containment,
     )
+    return hub
 
 
-def open_connection(hub: Hub) -> Connection:
-    return hub.open(ClientInfo(user_agent="test", ip="127.0.0.1"))
+class PolicyHub(Hub):
+    """A hub that also holds the policy its test connections are built from (in the service,
+    the WebSocket server holds it)."""
+
+    policy: ConnectionPolicy
+
+
+def open_connection(hub: PolicyHub) -> Connection:
+    """Build and register a connection as the WebSocket server does."""
+    connection = Connection(
+        hub.new_connection_id(), ClientInfo(user_agent="test", ip="127.0.0.1"), hub.policy
+    )
+    hub.register(connection)
+    return connection
 
 
 def sent_messages(connection: Connection) -> list[dict[str, Any]]:

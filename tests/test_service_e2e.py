@@ -201,7 +201,7 @@ async def test_over_capacity_is_refused_with_1013(start_service: StartService) -
             assert closed.value.reason.code == 1013
         await send_json(first, {"type": "ping", "id": 4})
         assert (await next_message(first))["id"] == 4
-    assert service.hub.totals.connections_refused == 1
+    assert service.hub.counters.connections_refused == 1
 
 
 async def test_status_and_health(start_service: StartService) -> None:
@@ -262,3 +262,29 @@ async def test_metrics_endpoint_exposes_counters(start_service: StartService) ->
     assert "broadcaster_broadcasts_total 2.0" in text.splitlines()
     for stage in ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle", "http"):
         assert f'broadcaster_connection_errors_total{{stage="{stage}"}} 0.0' in text
+
+
+async def test_total_broadcasts_counts_the_cached_value_sent_on_subscribe(
+    start_service: StartService,
+) -> None:
+    service = await start_service(default_topics="cpu")
+    async with connect(ws_url(service)) as first:
+        await wait_for(first, is_update("cpu"))  # the first subscriber's refresh
+        async with connect(ws_url(service)) as second:
+            await wait_for(second, is_update("cpu"))  # the cached value, at once
+            code, status = await get_json(f"{service.http_url}/api/websocket/status")
+    assert code == 200
+    handed = [connection["broadcastCount"] for connection in status["connections"]]
+    assert handed == [1, 1]
+    assert status["summary"]["totalBroadcasts"] == sum(handed)
+
+
+async def test_websocket_is_unhealthy_at_capacity(start_service: StartService) -> None:
+    service = await start_service(default_topics="", max_connections=1)
+    _, health = await get_json(f"{service.http_url}/health")
+    assert health["services"]["websocket"]["healthy"] is True
+    async with connect(ws_url(service)) as ws:
+        await next_message(ws)
+        _, health = await get_json(f"{service.http_url}/health")
+        assert health["services"]["websocket"]["healthy"] is False
+        assert health["services"]["websocket"]["activeConnections"] == 1

@@ -28,8 +28,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from quart import Response, abort, request, send_from_directory
 from quart_trio import QuartTrio
 
+from broadcaster.counters import COUNTERS
 from broadcaster.host_header import is_valid_host
-from broadcaster.hub import Hub
+from broadcaster.hub import Hub, HubSnapshot
 from broadcaster.ops.metrics import render
 from broadcaster.protocol import iso_now
 from broadcaster.sources.health import SourceHealth
@@ -167,26 +168,12 @@ def create_app(
 
     @app.get("/api/websocket/status")
     async def websocket_status() -> dict[str, Any]:
-        totals = hub.totals
+        snapshot = hub.snapshot()
         return {
             "status": "ok",
             "timestamp": iso_now(),
-            "summary": {
-                "activeConnections": hub.active_count(),
-                "trackedConnections": len(hub.connections),
-                "totalConnectionsCreated": totals.connections_created,
-                "totalConnectionsClosed": totals.connections_closed,
-                "totalConnectionsRefused": totals.connections_refused,
-                "totalBroadcasts": totals.broadcasts,
-                "totalErrors": totals.errors,
-                "slowConsumersClosed": totals.slow_consumers_closed,
-                "replacedUpdates": totals.replaced_updates,
-                "heartbeatTimeouts": totals.heartbeat_timeouts,
-                "oversizedMessages": totals.oversized_messages,
-                "connectionErrors": hub.containment.counts(),
-                "subscribers": hub.subscriber_counts(),
-            },
-            "connections": [connection.summary() for connection in hub.connections.values()],
+            "summary": status_summary(snapshot),
+            "connections": [connection.summary() for connection in snapshot.connections],
         }
 
     @app.get("/health")
@@ -195,15 +182,17 @@ def create_app(
         await health.check()
         influxdb = health.report()
         healthy = bool(influxdb["healthy"])
+        snapshot = hub.snapshot()
         body = {
             "status": "ok" if healthy else "degraded",
             "timestamp": iso_now(),
             "services": {
                 "websocket": {
-                    "healthy": True,
-                    "activeConnections": hub.active_count(),
-                    "totalConnectionsTracked": len(hub.connections),
-                    "totalConnectionsCreated": hub.totals.connections_created,
+                    "healthy": snapshot.healthy,
+                    "activeConnections": snapshot.active,
+                    "trackedConnections": snapshot.tracked,
+                    "totalConnectionsTracked": snapshot.tracked,
+                    "totalConnectionsCreated": snapshot.counters["connections_created"],
                 },
                 "influxdb": influxdb,
             },
@@ -215,6 +204,18 @@ def create_app(
         return Response(render(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def status_summary(snapshot: HubSnapshot) -> dict[str, Any]:
+    """The status API's ``summary``, generated from the snapshot: every counter under its JSON
+    key (:data:`~broadcaster.counters.COUNTERS`), so it cannot drift from /metrics or stats."""
+    return {
+        "activeConnections": snapshot.active,
+        "trackedConnections": snapshot.tracked,
+        **{spec.json: snapshot.counters[spec.name] for spec in COUNTERS},
+        "connectionErrors": snapshot.connection_errors,
+        "subscribers": snapshot.subscribers,
+    }
 
 
 def _request_host_name() -> str | None:

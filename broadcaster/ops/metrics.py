@@ -1,7 +1,9 @@
-"""Prometheus metrics, read from the hub's counters at scrape time.
+"""Prometheus metrics, generated at scrape time from the hub's snapshot.
 
 A collector rather than counters bumped on the hot path: fan-out already counts into
-:class:`~broadcaster.hub.Totals`, and reading those at scrape time costs the broadcast nothing.
+:class:`~broadcaster.counters.Counters`, and reading those at scrape time costs the broadcast
+nothing. Every counter of :data:`~broadcaster.counters.COUNTERS` is a family here, named and
+explained there, so /metrics cannot drift from the status API or the stats line.
 """
 
 from __future__ import annotations
@@ -13,20 +15,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from broadcaster.broadcast.loop import BroadcastLoop
+from broadcaster.counters import COUNTERS
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
-
-COUNTERS = {
-    "connections_created": "WebSocket connections accepted",
-    "connections_closed": "WebSocket connections closed",
-    "connections_refused": "WebSocket connections refused (capacity or shutdown)",
-    "broadcasts": "metrics_update messages handed to clients",
-    "errors": "error messages sent to clients",
-    "slow_consumers_closed": "connections closed for not reading fast enough (4008)",
-    "replaced_updates": "unsent updates replaced by a newer one of their topic (latest wins)",
-    "heartbeat_timeouts": "connections closed for silence (4000)",
-    "oversized_messages": "connections closed for an oversized message (1009)",
-}
 
 
 class ServiceCollector(Collector):
@@ -38,21 +29,26 @@ class ServiceCollector(Collector):
         self._broadcaster = broadcaster
 
     def collect(self) -> Iterator[Metric]:
-        totals = self._hub.totals.as_dict()
-        for name, documentation in COUNTERS.items():
-            yield CounterMetricFamily(f"broadcaster_{name}", documentation, value=totals[name])
+        snapshot = self._hub.snapshot()
+        for spec in COUNTERS:
+            yield CounterMetricFamily(spec.metric, spec.help, value=snapshot.counters[spec.name])
         errors = CounterMetricFamily(
             "broadcaster_connection_errors",
             "unforeseen errors that ended one connection, by stage (see containment.py)",
             labels=["stage"],
         )
-        for stage, count in self._hub.containment.counts().items():
+        for stage, count in snapshot.connection_errors.items():
             errors.add_metric([stage], count)
         yield errors
         yield GaugeMetricFamily(
             "broadcaster_connections_active",
-            "open WebSocket connections",
-            value=len(self._hub.connections),
+            "open WebSocket connections, not closing",
+            value=snapshot.active,
+        )
+        yield GaugeMetricFamily(
+            "broadcaster_connections_tracked",
+            "registered WebSocket connections, closing ones included",
+            value=snapshot.tracked,
         )
         subscribers = GaugeMetricFamily(
             "broadcaster_topic_subscribers", "subscribers per topic", labels=["topic"]
@@ -63,7 +59,7 @@ class ServiceCollector(Collector):
         failures = CounterMetricFamily(
             "broadcaster_topic_query_failures", "failed queries per topic", labels=["topic"]
         )
-        for topic, count in self._hub.subscriber_counts().items():
+        for topic, count in snapshot.subscribers.items():
             subscribers.add_metric([topic], count)
             state = self._broadcaster.states[topic]
             queries.add_metric([topic], state.queries)

@@ -7,22 +7,25 @@ from typing import Any
 import structlog
 import trio
 
-from broadcaster.hub import Hub
+from broadcaster.hub import Hub, HubSnapshot
 from broadcaster.sources.health import SourceHealth
 
 log = structlog.get_logger("broadcaster.ops.stats")
 
 
-def stats_fields(hub: Hub, health: SourceHealth, previous_broadcasts: int) -> dict[str, Any]:
-    """The fields of one stats line."""
-    totals = hub.totals
+def stats_fields(
+    snapshot: HubSnapshot, health: SourceHealth, previous_broadcasts: int
+) -> dict[str, Any]:
+    """The fields of one stats line, generated from the hub's snapshot: every counter under
+    its field name (see :mod:`broadcaster.counters`), "active" and "tracked" as everywhere."""
     return {
-        "active": len(hub.connections),
-        "subscribers": hub.subscriber_counts(),
-        "broadcasts_since_last": totals.broadcasts - previous_broadcasts,
+        "active": snapshot.active,
+        "tracked": snapshot.tracked,
+        "subscribers": snapshot.subscribers,
+        "broadcasts_since_last": snapshot.counters["broadcasts"] - previous_broadcasts,
         "influxdb_healthy": health.healthy,
-        **totals.as_dict(),
-        "connection_errors": hub.containment.counts(),
+        **snapshot.counters,
+        "connection_errors": snapshot.connection_errors,
     }
 
 
@@ -35,11 +38,12 @@ async def log_stats(
 ) -> None:
     """Every ``interval_s``, one structured ``stats`` line if any client is connected."""
     task_status.started()
-    previous = hub.totals.broadcasts
+    previous = hub.counters.broadcasts
     next_line = trio.current_time()
     while True:
         next_line += interval_s
         await trio.sleep_until(next_line)
-        if hub.connections:
-            log.info("stats", **stats_fields(hub, health, previous))
-        previous = hub.totals.broadcasts
+        snapshot = hub.snapshot()
+        if snapshot.tracked:
+            log.info("stats", **stats_fields(snapshot, health, previous))
+        previous = snapshot.counters["broadcasts"]

@@ -40,6 +40,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 
 from broadcaster import protocol
 from broadcaster.containment import Containment, Stage
+from broadcaster.counters import Counters
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
 from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
 from broadcaster.ws.outbound import Outbound
@@ -91,64 +92,102 @@ class OutputLimits:
     stall_timeout_s: float = 15.0
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, slots=True)
+class ConnectionPolicy:
+    """Everything a connection is built from, other than who it is: one object, made once by
+    the service and handed to the WebSocket server, so no layer forwards the parts one by one.
+
+    ``counters`` and ``containment`` are the service-wide ones (the hub's): a connection counts
+    what it decides (errors, slow consumer, oversized message, updates) where it decides it.
+    """
+
+    output: OutputLimits
+    input: InputLimits
+    counters: Counters = field(default_factory=Counters)
+    containment: Containment = field(default_factory=Containment)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseRecord:
+    """How a connection ends: set once, by the first of the server or the client to decide.
+
+    ``handshake`` is True when a close frame (ours, or our answer to the client's) is queued
+    and must be delivered before the socket closes; False when the connection is cut.
+    """
+
+    code: int
+    reason: str
+    by: str  # "server" or "client"
+    handshake: bool
+
+
 class Connection:
     """A WebSocket client as the server tracks it.
 
     ``last_activity`` is ``trio.current_time()`` of the last message or pong, so timers
     can be tested in virtual time; the ``*_unix_ms`` fields are wall-clock, for reports.
+    Closing goes through :meth:`close` or :meth:`abort`, which set the one :class:`CloseRecord`.
     """
 
-    id: str
-    client_info: ClientInfo
-    limits: OutputLimits
-    input_limits: InputLimits
-    containment: Containment = field(default_factory=Containment)
-    last_activity: float = field(default_factory=trio.current_time)
-    connected_at_unix_ms: int = field(default_factory=lambda: int(time.time() * 1000))
-    error_count: int = 0
-    last_error: str | None = None
-    last_ping_rtt_ms: float | None = None
-    subscriptions: set[str] = field(default_factory=set)
-    close_code: int | None = None
-    close_reason: str | None = None
-    closed_by: str | None = None
-
-    def __post_init__(self) -> None:
+    def __init__(self, id: str, client_info: ClientInfo, policy: ConnectionPolicy) -> None:
+        self.id = id
+        self.client_info = client_info
+        self.containment = policy.containment
+        self.input_limits = policy.input
+        self.counters = policy.counters
+        self.last_activity = trio.current_time()
+        self.connected_at_unix_ms = int(time.time() * 1000)
+        self.error_count = 0
+        self.last_error: str | None = None
+        self.last_ping_rtt_ms: float | None = None
+        self.subscriptions: set[str] = set()
+        self.dropped_messages = 0
+        self.closing: CloseRecord | None = None
+        # Bound methods make a cycle Connection -> Outbound -> Connection: Outbound.detach()
+        # drops them when serving ends, so a closed connection is freed by reference counting.
         self.outbound = Outbound(
-            max_items=self.limits.max_messages,
-            max_bytes=self.limits.max_bytes,
-            stall_timeout_s=self.limits.stall_timeout_s,
+            max_items=policy.output.max_messages,
+            max_bytes=policy.output.max_bytes,
+            stall_timeout_s=policy.output.stall_timeout_s,
             on_slow=self._too_slow,
             on_broken=self._peer_gone,
-            on_replaced=lambda: self.on_replaced(self),
+            counters=policy.counters,
         )
-        self._messages = TokenBucket(
-            self.input_limits.messages_per_s, self.input_limits.message_burst
-        )
+        limits = policy.input
+        self._messages = TokenBucket(limits.messages_per_s, limits.message_burst)
         # One second's allowance may be used at once: a well-behaved client never waits.
-        self._bytes = TokenBucket(self.input_limits.bytes_per_s, self.input_limits.bytes_per_s)
-        self._frames = TokenBucket(self.input_limits.frames_per_s, self.input_limits.frames_per_s)
+        self._bytes = TokenBucket(limits.bytes_per_s, limits.bytes_per_s)
+        self._frames = TokenBucket(limits.frames_per_s, limits.frames_per_s)
         self._scope = trio.CancelScope()
-        self._close_frame_queued = False
         self._ping_sent_at: float | None = None
         self._ping_payload = b""
         self._rate_limited_until = -math.inf
-        self.dropped_messages = 0
-        # Set by the hub, which keeps the service-wide counters.
-        self.on_slow: Callable[[Connection], None] = lambda connection: None
-        self.on_error: Callable[[Connection], None] = lambda connection: None
-        self.on_replaced: Callable[[Connection], None] = lambda connection: None
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closing (None while open)."""
+        return None if self.closing is None else self.closing.code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once closing."""
+        return None if self.closing is None else self.closing.reason
+
+    @property
+    def closed_by(self) -> str | None:
+        """ "server" or "client" once closing."""
+        return None if self.closing is None else self.closing.by
 
     # --- called by the hub, the broadcast loop and the heartbeat: never block ---------------
 
     def offer(self, frame: Frame) -> bool:
         """Send or queue ``frame`` without waiting; False once the connection is closing."""
-        if self.close_code is not None:
+        if self.closing is not None:
             return False
         self.outbound.push(frame)
-        if frame.topic is not None:
+        if frame.topic is not None:  # a cached value on subscribe: counted like a fan-out
             self.outbound.count_update(int(time.time() * 1000))
+            self.counters.broadcasts += 1
         return True
 
     def send_error(self, code: ErrorCode, message: str, **extra: Any) -> None:
@@ -160,20 +199,17 @@ class Connection:
         """Count an error shown to this client (one frame may be shared by many clients)."""
         self.error_count += 1
         self.last_error = description
-        self.on_error(self)
+        self.counters.errors += 1
 
-    def terminate(self, code: CloseCode, reason: str) -> None:
-        """Close with ``code`` now: unsent frames are dropped, the close frame goes next."""
-        self._close(code, reason, final=None)
+    def close(self, code: int, reason: str, *, final: Frame | None = None) -> None:
+        """Close with ``code``: unsent frames give way to ``final`` (if any) and the close
+        frame, which the client has ``CLOSE_HANDSHAKE_TIMEOUT_S`` to answer. No-op once closing.
+        """
+        self._record(code, reason, "server", answer=CloseFrame(code, reason), final=final)
 
-    def replace_pending_and_close(self, final: Frame, code: CloseCode, reason: str) -> None:
-        """Drop unsent frames, send ``final``, then close with ``code`` (used at shutdown)."""
-        self._close(code, reason, final=final)
-
-    def abort(self, code: CloseCode, reason: str) -> None:
-        """Cut the connection now, without a close handshake."""
-        self._set_close(code, reason, "server")
-        self.outbound.stop_accepting()
+    def abort(self, code: int, reason: str) -> None:
+        """Cut the connection now, without a close handshake (also while closing)."""
+        self._record(code, reason, "server")
         self._scope.cancel()
 
     def drain(self) -> list[Outgoing]:
@@ -186,7 +222,7 @@ class Connection:
         Its pong counts as activity and gives the round-trip time.
         """
         now = trio.current_time()
-        if self.close_code is not None:
+        if self.closing is not None:
             return
         if self._ping_sent_at is not None and now - self._ping_sent_at < timeout_s:
             return
@@ -218,12 +254,12 @@ class Connection:
                 try:
                     with self._boundary(Stage.READER, self._fail):
                         await self._read_until_closed(stream, ws, hub)
-                    if self._close_frame_queued:  # ours or our answer: deliver it in time
-                        await self.outbound.wait_drained()
+                    if self.closing is not None and self.closing.handshake:
+                        await self.outbound.wait_drained()  # ours or our answer, in time
                 finally:
                     self.outbound.detach()
                     nursery.cancel_scope.cancel()
-        self._set_close(CloseCode.NORMAL, "", "server")
+        self._record(CloseCode.NORMAL, "", "server")
 
     def _boundary(
         self, stage: Stage, on_failure: Callable[[], None]
@@ -241,8 +277,8 @@ class Connection:
 
     def _fail(self) -> None:
         """After an unforeseen error: close with 1011, or cut if a close is already under way."""
-        if self.close_code is None:
-            self._close(CloseCode.INTERNAL_ERROR, "internal error", final=None)
+        if self.closing is None:
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
         else:
             self._cut()
 
@@ -264,7 +300,7 @@ class Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
             if not data:
-                self._set_close(CloseCode.NORMAL, "connection lost", "client")
+                self._record(CloseCode.NORMAL, "connection lost", "client")
                 return
             self._bytes.spend(len(data))
             ws.receive_data(data)
@@ -275,25 +311,29 @@ class Connection:
         """Act on each frame wsproto has parsed, at the allowed pace; True once closed."""
         for event in ws.events():
             self._frames.spend(1)
-            if isinstance(event, Message):
-                self._message_part(event, message, hub)
-            elif isinstance(event, Ping):
-                self.touch()
-                if self.close_code is None:
-                    self.outbound.push(Control.pong(event.payload))
-            elif isinstance(event, Pong):
-                self._pong(event.payload)
-            elif isinstance(event, CloseConnection):
-                self._closed_by_peer(ws, event)
-                return True
+            match event:
+                case Message():
+                    self._on_message(event, message, hub)
+                case Ping():
+                    self._on_ping(event)
+                case Pong():
+                    self._on_pong(event)
+                case CloseConnection():
+                    self._on_close(ws, event)
+                    return True
             await self._frames.repay()
         return False
 
-    def _message_part(
+    def _on_ping(self, event: Ping) -> None:
+        self.touch()
+        if self.closing is None:
+            self.outbound.push(Control.pong(event.payload))
+
+    def _on_message(
         self, event: Message[Any], message: _MessageInProgress, hub: SubscriptionHandler
     ) -> None:
         """Add one frame (or part of one) to the message; act on the message once complete."""
-        if self.close_code is not None:
+        if self.closing is not None:
             return  # closing: what the client still sends is discarded
         self.touch()
         limits = self.input_limits
@@ -303,18 +343,10 @@ class Connection:
         )
         message.fragments += event.frame_finished
         if message.size > limits.max_message_bytes:
-            self._close(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"Exceeded maximum message size: {limits.max_message_bytes} bytes",
-                final=None,
-            )
+            self._too_big(f"Exceeded maximum message size: {limits.max_message_bytes} bytes")
             return
         if message.fragments > limits.max_message_fragments:
-            self._close(
-                CloseCode.MESSAGE_TOO_BIG,
-                f"message split into more than {limits.max_message_fragments} frames",
-                final=None,
-            )
+            self._too_big(f"message split into more than {limits.max_message_fragments} frames")
             return
         message.parts.append(data)
         if event.message_finished:
@@ -323,17 +355,19 @@ class Connection:
             with self._boundary(Stage.HANDLER, self._fail):
                 self._receive(raw, hub)
 
-    def _closed_by_peer(self, ws: WsConnection, event: CloseConnection) -> None:
+    def _too_big(self, reason: str) -> None:
+        """Close with 1009, counted here where the decision is made."""
+        self.counters.oversized_messages += 1
+        self.close(CloseCode.MESSAGE_TOO_BIG, reason)
+
+    def _on_close(self, ws: WsConnection, event: CloseConnection) -> None:
         if ws.state is ConnectionState.OPEN:
             # wsproto reports a frame it cannot parse as a close event of its own (1002, 1007).
-            self._close(event.code, event.reason or "protocol error", final=None)
+            self.close(event.code, event.reason or "protocol error")
             return
-        if self.close_code is not None:
-            return  # the answer to our close frame
-        code = event.code
-        self._set_close(code, event.reason or "", "client")
+        code = event.code  # if we were closing already, this answers our close frame
         answer = CloseCode.NORMAL if code in _RESERVED_CLOSE_CODES else code
-        self._queue_close_frame(CloseFrame(answer, ""), final=None)
+        self._record(code, event.reason or "", "client", answer=CloseFrame(answer, ""))
 
     def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
         if self._messages.take():
@@ -367,44 +401,54 @@ class Connection:
             case protocol.Unsubscribe(topics=topics):
                 hub.unsubscribe(self, topics)
 
-    def _pong(self, payload: bytes) -> None:
+    def _on_pong(self, event: Pong) -> None:
         self.touch()
-        if self._ping_sent_at is not None and payload == self._ping_payload:
+        if self._ping_sent_at is not None and event.payload == self._ping_payload:
             self.last_ping_rtt_ms = round((trio.current_time() - self._ping_sent_at) * 1000, 3)
             self._ping_sent_at = None
 
     # --- closing -----------------------------------------------------------------------------
 
-    def _close(self, code: int, reason: str, *, final: Frame | None) -> None:
-        """Queue ``final`` and the close frame in place of unsent frames; set the deadline."""
-        if self.close_code is not None:
-            return
-        self._set_close(code, reason, "server")
-        self._queue_close_frame(CloseFrame(code, reason), final=final)
+    def _record(
+        self,
+        code: int,
+        reason: str,
+        by: str,
+        *,
+        answer: CloseFrame | None = None,
+        final: Frame | None = None,
+    ) -> None:
+        """The one close path: the first decision sets the record; later ones change nothing.
 
-    def _queue_close_frame(self, close: CloseFrame, *, final: Frame | None) -> None:
-        """Unsent frames give way to ``final`` and the close frame, delivered by a deadline."""
-        self.outbound.discard_unsent()
-        if final is not None:
-            self.outbound.push(final)
-        self.outbound.push(close)
-        self._close_frame_queued = True
-        self._scope.deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT_S
+        With ``answer``, unsent frames give way to ``final`` and that close frame, delivered
+        by a deadline; without, the connection is being cut or is already gone.
+        """
+        if self.closing is not None:
+            return
+        self.closing = CloseRecord(int(code), reason, by, handshake=answer is not None)
+        self.outbound.stop_accepting()
+        if answer is not None:
+            self.outbound.discard_unsent()
+            if final is not None:
+                self.outbound.push(final)
+            self.outbound.push(answer)
+            self._scope.deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT_S
 
     def _too_slow(self, reason: str) -> None:
-        if self.close_code is not None:
+        if self.closing is not None:
             return
-        self.terminate(CloseCode.SLOW_CONSUMER, f"slow consumer: {reason}")
-        self.on_slow(self)
+        self.close(CloseCode.SLOW_CONSUMER, f"slow consumer: {reason}")
+        self.counters.slow_consumers_closed += 1
+        log.warning(
+            "slow consumer closed",
+            connection_id=self.id,
+            reason=self.close_reason,
+            code=int(CloseCode.SLOW_CONSUMER),
+        )
 
     def _peer_gone(self) -> None:
-        self._set_close(CloseCode.NORMAL, "connection lost", "client")
+        self._record(CloseCode.NORMAL, "connection lost", "client")
         self._scope.cancel()
-
-    def _set_close(self, code: int, reason: str, by: str) -> None:
-        if self.close_code is None:
-            self.close_code, self.close_reason, self.closed_by = int(code), reason, by
-            self.outbound.stop_accepting()
 
     @property
     def broadcast_count(self) -> int:

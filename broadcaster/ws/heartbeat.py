@@ -24,7 +24,7 @@ def sweep_once(hub: Hub, *, connection_timeout_s: float, ping_timeout_s: float) 
     One connection's failure is reported and cuts that connection; the sweep goes on.
     """
     closed = 0
-    for connection in list(hub.connections.values()):
+    for connection in hub.connections_now():
         try:
             closed += _sweep_connection(hub, connection, connection_timeout_s, ping_timeout_s)
         except Exception as failure:
@@ -46,10 +46,10 @@ def _sweep_connection(
     if idle_s <= connection_timeout_s:
         connection.request_ping(ping_timeout_s)
         return 0
-    if connection.close_code is not None:
+    if connection.closing is not None:
         return 0  # already closing
-    connection.terminate(CloseCode.HEARTBEAT_TIMEOUT, f"no activity for {round(idle_s * 1000)} ms")
-    hub.totals.heartbeat_timeouts += 1
+    connection.close(CloseCode.HEARTBEAT_TIMEOUT, f"no activity for {round(idle_s * 1000)} ms")
+    hub.counters.heartbeat_timeouts += 1  # counted where the timeout is decided
     log.warning("connection timed out", connection_id=connection.id, idle_ms=round(idle_s * 1000))
     return 1
 

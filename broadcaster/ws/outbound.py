@@ -23,22 +23,31 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import trio
 
+from broadcaster.counters import Counters
 from broadcaster.ws.frames import Frame, Outgoing
 
 FlusherStarter = Callable[[Callable[[], Awaitable[None]]], None]
 """Starts a flusher task: given the coroutine function, runs it in the owner's nursery."""
 
 
+def _ignore() -> None:
+    """A detached outbound's ``on_broken``: nobody is left to tell."""
+
+
+def _ignore_slow(reason: str) -> None:
+    """A detached outbound's ``on_slow``: the connection is closed already."""
+
+
 class Outbound:
     """The pending output of one connection and the task that flushes it."""
 
     __slots__ = (
+        "_counters",
         "_drained",
         "_fd",
         "_flushing",
         "_head_written",
         "_on_broken",
-        "_on_replaced",
         "_on_slow",
         "_queue",
         "_queued_bytes",
@@ -62,7 +71,7 @@ class Outbound:
         stall_timeout_s: float,
         on_slow: Callable[[str], None],
         on_broken: Callable[[], None],
-        on_replaced: Callable[[], None] = lambda: None,
+        counters: Counters | None = None,
     ) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -76,7 +85,7 @@ class Outbound:
         self.direct_fd = -1
         self._on_slow = on_slow
         self._on_broken = on_broken
-        self._on_replaced = on_replaced
+        self._counters = counters if counters is not None else Counters()
         self._queue: deque[Outgoing] = deque()
         self._head_written = 0  # bytes of _queue[0] the kernel already took
         self._queued_bytes = 0  # bytes in _queue not yet written
@@ -119,6 +128,10 @@ class Outbound:
         self.direct_fd = -1
         self._start_flusher = None
         self._drained.set()
+        # The callbacks are the owner's bound methods: dropping them breaks the cycle
+        # owner -> Outbound -> owner, so a closed connection is freed without the cyclic GC.
+        self._on_slow = _ignore_slow
+        self._on_broken = _ignore
 
     def stop_accepting(self) -> None:
         """Closing: updates are refused from now on (the close frame still goes out)."""
@@ -164,7 +177,7 @@ class Outbound:
                 self._queue.remove(replaced)
                 self._queued_bytes -= len(replaced.wire)
                 self.replaced_updates += 1
-                self._on_replaced()
+                self._counters.replaced_updates += 1
             self._unstarted_update[topic] = item
         self._queue.append(item)
         self.direct_fd = -1

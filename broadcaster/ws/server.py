@@ -28,7 +28,7 @@ from broadcaster.containment import Stage
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 from broadcaster.ws import handshake
-from broadcaster.ws.connection import RECEIVE_BYTES, ClientInfo
+from broadcaster.ws.connection import RECEIVE_BYTES, ClientInfo, Connection, ConnectionPolicy
 from broadcaster.ws.frames import CloseFrame
 
 log = structlog.get_logger("broadcaster.ws")
@@ -73,12 +73,17 @@ class _Accepted:
 
 async def serve_websockets(
     hub: Hub,
+    policy: ConnectionPolicy,
     host: str,
     port: int,
     *,
     task_status: trio.TaskStatus[WebSocketEndpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve WebSocket clients until cancelled; reports the bound endpoint when listening."""
+    """Serve WebSocket clients until cancelled; reports the bound endpoint when listening.
+
+    Each accepted client becomes a :class:`Connection` built from ``policy`` (its limits and
+    the service-wide counters and containment), which the hub registers.
+    """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
     endpoint = WebSocketEndpoint(host=host, port=bound_port, accept_scope=trio.CancelScope())
@@ -88,14 +93,20 @@ async def serve_websockets(
         )
         task_status.started(endpoint)
         with endpoint.accept_scope:
-            await trio.serve_listeners(
-                partial(_serve_client, hub, endpoint),
-                listeners,
-                handler_nursery=connections,
-            )
+            hub.set_accept_loop_running(True)
+            try:
+                await trio.serve_listeners(
+                    partial(_serve_client, hub, policy, endpoint),
+                    listeners,
+                    handler_nursery=connections,
+                )
+            finally:
+                hub.set_accept_loop_running(False)
 
 
-async def _serve_client(hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream) -> None:
+async def _serve_client(
+    hub: Hub, policy: ConnectionPolicy, endpoint: WebSocketEndpoint, stream: trio.SocketStream
+) -> None:
     """One client from its first byte to its socket's close.
 
     Nothing that happens while serving it escapes: what the protocol foresees is answered
@@ -109,7 +120,7 @@ async def _serve_client(hub: Hub, endpoint: WebSocketEndpoint, stream: trio.Sock
             accepted = await _handshake_in_time(stream)
         if accepted is not None:
             with boundary(Stage.LIFECYCLE, on_failure=partial(_send_now, stream, _CLOSE_1011)):
-                await _serve_accepted(hub, endpoint, stream, accepted)
+                await _serve_accepted(hub, policy, endpoint, stream, accepted)
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -125,14 +136,19 @@ async def _handshake_in_time(stream: trio.SocketStream) -> _Accepted | None:
 
 
 async def _serve_accepted(
-    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, accepted: _Accepted
+    hub: Hub,
+    policy: ConnectionPolicy,
+    endpoint: WebSocketEndpoint,
+    stream: trio.SocketStream,
+    accepted: _Accepted,
 ) -> None:
     """Refuse the upgraded client, or register it and serve it until it is closed."""
     if endpoint.accept_scope.cancel_called or not hub.has_capacity():
         with contextlib.suppress(*_PEER_GONE):
             await _refuse(hub, endpoint, stream, accepted.ws)
         return
-    connection = hub.open(accepted.client_info)
+    connection = Connection(hub.new_connection_id(), accepted.client_info, policy)
+    hub.register(connection)
     try:
         await connection.serve(stream, accepted.ws, hub)
     finally:

@@ -9,7 +9,9 @@ bound every wait.
 
 from __future__ import annotations
 
+import gc
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -170,7 +172,7 @@ async def test_a_client_reading_slowly_gets_the_newest_values_and_no_backlog() -
     assert seqs == sorted(set(seqs))
     assert len(seqs) < 200  # older unsent updates were replaced, not queued
     assert replaced == 200 - len(seqs)
-    assert hub.totals.replaced_updates == replaced
+    assert hub.counters.replaced_updates == replaced
 
 
 async def test_partial_writes_are_completed_in_order() -> None:
@@ -200,7 +202,7 @@ async def test_a_client_that_stops_reading_is_closed_as_slow() -> None:
     assert connection.close_code == CloseCode.SLOW_CONSUMER
     assert connection.close_reason is not None
     assert "took no data for" in connection.close_reason
-    assert hub.totals.slow_consumers_closed == 1
+    assert hub.counters.slow_consumers_closed == 1
 
 
 async def test_pong_records_rtt_and_activity() -> None:
@@ -245,6 +247,25 @@ async def test_ping_requested_once_closing_is_ignored() -> None:
     hub = make_hub(["a"])
     connection = open_connection(hub)
     connection.drain()
-    connection.terminate(CloseCode.HEARTBEAT_TIMEOUT, "silent")
+    connection.close(CloseCode.HEARTBEAT_TIMEOUT, "silent")
     connection.request_ping(timeout_s=1)
     assert [type(item).__name__ for item in connection.drain()] == ["CloseFrame"]
+
+
+async def test_a_closed_connection_is_freed_without_the_cyclic_gc() -> None:
+    # The soak in docs/performance.md ("Memory under churn") found closed connections kept
+    # until a full collection: Outbound held the connection's bound methods, a cycle.
+    hub = make_hub(["a"], defaults=["a"])
+    gc.disable()
+    try:
+        async with served(hub) as (connection, peer, done):
+            await peer.read_until(lambda: peer.messages)
+            await peer.send(CloseConnection(code=1000, reason="bye"))
+            with trio.fail_after(5):
+                await done.wait()
+            freed = weakref.ref(connection)
+            del connection
+        assert not hub.tracked_count()
+        assert freed() is None
+    finally:
+        gc.enable()

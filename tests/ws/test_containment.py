@@ -26,7 +26,6 @@ from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.topics import Topic
 from broadcaster.config import build_settings
 from broadcaster.containment import Containment, Stage
-from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 from broadcaster.service import RunningService, serve
 from broadcaster.sources.base import StatementResult
@@ -35,7 +34,14 @@ from broadcaster.ws import server as ws_server
 from broadcaster.ws.heartbeat import sweep_once
 from broadcaster.ws.outbound import Outbound
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
-from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
+from tests.fakes import (
+    FakeSource,
+    PolicyHub,
+    make_hub,
+    make_topics,
+    open_connection,
+    sent_messages,
+)
 from tests.ws.test_connection import served, update
 from tests.wsclient import connect, next_message
 
@@ -141,7 +147,7 @@ async def test_a_reader_error_sends_1011_before_the_socket_closes() -> None:
     hub = make_hub(["a"])
     async with served(hub) as (victim, peer, victim_done):
         await peer.read_until(lambda: peer.messages)
-        victim._pong = boom  # type: ignore[method-assign]
+        victim._on_pong = boom  # type: ignore[method-assign]
         await peer.send(Pong(b"unsolicited"))
         await peer.read_until(lambda: peer.closed is not None)
         with trio.fail_after(5):
@@ -149,7 +155,7 @@ async def test_a_reader_error_sends_1011_before_the_socket_closes() -> None:
     assert peer.closed is not None
     assert peer.closed.code == CloseCode.INTERNAL_ERROR
     assert hub.containment.counts() == no_failures_but(hub.containment, reader=1)
-    assert not hub.connections
+    assert not hub.tracked_count()
 
 
 async def test_a_flusher_error_cuts_that_connection(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -163,7 +169,7 @@ async def test_a_flusher_error_cuts_that_connection(monkeypatch: pytest.MonkeyPa
             await victim_done.wait()
     assert victim.close_code == CloseCode.INTERNAL_ERROR
     assert hub.containment.counts() == no_failures_but(hub.containment, flusher=1)
-    assert not hub.connections
+    assert not hub.tracked_count()
 
 
 async def test_a_heartbeat_error_cuts_that_connection_and_the_sweep_goes_on() -> None:
@@ -181,14 +187,14 @@ async def test_a_heartbeat_error_cuts_that_connection_and_the_sweep_goes_on() ->
 
 
 @pytest.fixture
-async def hub() -> Hub:
+async def hub() -> PolicyHub:
     return make_hub(["overview"])
 
 
 @pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: Hub) -> AsyncIterator[WebSocketEndpoint]:
+async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
     endpoint: WebSocketEndpoint = await nursery.start(
-        partial(serve_websockets, hub, "127.0.0.1", 0)
+        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
     )
     yield endpoint
     endpoint.stop_accepting()
@@ -211,7 +217,7 @@ def exchange(port: int, request: bytes) -> bytes:
 
 
 async def test_a_handshake_error_answers_400_and_the_server_goes_on(
-    endpoint: WebSocketEndpoint, hub: Hub, monkeypatch: pytest.MonkeyPatch
+    endpoint: WebSocketEndpoint, hub: PolicyHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patched:
         patched.setattr(ws_server, "_handshake", partial(_raise_after_reading))
@@ -229,10 +235,10 @@ async def _raise_after_reading(stream: trio.SocketStream) -> NoReturn:
 
 
 async def test_an_error_registering_a_connection_closes_it_with_1011(
-    endpoint: WebSocketEndpoint, hub: Hub, monkeypatch: pytest.MonkeyPatch
+    endpoint: WebSocketEndpoint, hub: PolicyHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with monkeypatch.context() as patched:
-        patched.setattr(hub, "open", boom)
+        patched.setattr(hub, "register", boom)
         answer = await trio.to_thread.run_sync(exchange, endpoint.port, UPGRADE)
     head, frames = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 101")

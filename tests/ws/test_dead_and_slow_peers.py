@@ -39,7 +39,7 @@ async def test_dead_peer_is_found_and_closed_by_the_heartbeat(
         await next_message(alive)
         dead = await trio.to_thread.run_sync(raw_handshake, "127.0.0.1", port)
         try:
-            await eventually(lambda: service.hub.totals.heartbeat_timeouts == 1)
+            await eventually(lambda: service.hub.counters.heartbeat_timeouts == 1)
 
             async def only_alive_left() -> bool:
                 _, status = await get_json(status_url)
@@ -102,7 +102,7 @@ async def test_flooding_client_does_not_disturb_others(start_service: StartServi
                     pong = await next_message(bystander, timeout_s=5)
                     assert pong == {**pong, "type": "pong", "id": number}
                 flooding.cancel_scope.cancel()
-            flooded = service.hub.connections[flooder_id]
+            (flooded,) = [c for c in service.hub.connections_now() if c.id == flooder_id]
             # The flood costs the server little: over its frame allowance the server stops
             # reading (TCP holds the rest back), and of what it read, the messages over the
             # rate limit were dropped unparsed.

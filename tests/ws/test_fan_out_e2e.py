@@ -56,7 +56,7 @@ async def test_status_reports_pending_output_and_replaced_updates(
         partial(raw_handshake, "127.0.0.1", service.websocket.port, receive_buffer_bytes=4096)
     )
     try:
-        await eventually(lambda: service.hub.totals.replaced_updates >= 3, timeout_s=20)
+        await eventually(lambda: service.hub.counters.replaced_updates >= 3, timeout_s=20)
         _, status = await get_json(f"{service.http_url}/api/websocket/status")
     finally:
         behind.close()

@@ -26,9 +26,8 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import TextMessage
 
-from broadcaster.hub import Hub
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
-from tests.fakes import make_hub
+from tests.fakes import PolicyHub, make_hub
 from tests.handshake_requests import upgrade
 from tests.wsclient import connect, next_message
 
@@ -63,13 +62,15 @@ def exchange(port: int, request: bytes) -> Answer:
 
 
 @pytest.fixture
-async def hub() -> Hub:
+async def hub() -> PolicyHub:
     return make_hub(["overview"])
 
 
 @pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: Hub) -> AsyncIterator[WebSocketEndpoint]:
-    served: WebSocketEndpoint = await nursery.start(partial(serve_websockets, hub, "127.0.0.1", 0))
+async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
+    served: WebSocketEndpoint = await nursery.start(
+        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
+    )
     yield served
     served.stop_accepting()
 
@@ -78,7 +79,7 @@ async def answer_to(endpoint: WebSocketEndpoint, request: bytes) -> Answer:
     return await trio.to_thread.run_sync(exchange, endpoint.port, request)
 
 
-async def still_serves(endpoint: WebSocketEndpoint, hub: Hub) -> None:
+async def still_serves(endpoint: WebSocketEndpoint, hub: PolicyHub) -> None:
     """A normal client still gets ``welcome``; and the answer before came from the rules, not
     from the containment boundary catching an exception (which also answers 400)."""
     assert hub.containment.counts()["handshake"] == 0
@@ -105,7 +106,7 @@ CRASHERS = {
 
 @pytest.mark.parametrize(("request_bytes", "status"), CRASHERS.values(), ids=CRASHERS.keys())
 async def test_requests_that_crashed_the_server_are_answered(
-    endpoint: WebSocketEndpoint, hub: Hub, request_bytes: bytes, status: int
+    endpoint: WebSocketEndpoint, hub: PolicyHub, request_bytes: bytes, status: int
 ) -> None:
     answer = await answer_to(endpoint, request_bytes)
     if status == 101:
@@ -126,14 +127,16 @@ WRONGLY_UPGRADED = {
 
 @pytest.mark.parametrize("request_bytes", WRONGLY_UPGRADED.values(), ids=WRONGLY_UPGRADED.keys())
 async def test_invalid_upgrades_get_400(
-    endpoint: WebSocketEndpoint, hub: Hub, request_bytes: bytes
+    endpoint: WebSocketEndpoint, hub: PolicyHub, request_bytes: bytes
 ) -> None:
     assert_readable_rejection(await answer_to(endpoint, request_bytes), 400)
-    assert hub.totals.connections_created == 0
+    assert hub.counters.connections_created == 0
     await still_serves(endpoint, hub)
 
 
-async def test_another_version_gets_426_naming_13(endpoint: WebSocketEndpoint, hub: Hub) -> None:
+async def test_another_version_gets_426_naming_13(
+    endpoint: WebSocketEndpoint, hub: PolicyHub
+) -> None:
     answer = await answer_to(endpoint, upgrade(Sec_WebSocket_Version=b"8"))
     assert_readable_rejection(answer, 426)
     assert answer.headers[b"sec-websocket-version"] == b"13"
@@ -141,7 +144,7 @@ async def test_another_version_gets_426_naming_13(endpoint: WebSocketEndpoint, h
 
 
 async def test_an_oversized_head_gets_431_that_the_client_reads_in_full(
-    endpoint: WebSocketEndpoint, hub: Hub
+    endpoint: WebSocketEndpoint, hub: PolicyHub
 ) -> None:
     # 40 kB, 2.5 times the cap: the server stops reading long before the end, so without
     # the lingering close the client's unread bytes would make the kernel reset the connection.
@@ -150,7 +153,7 @@ async def test_an_oversized_head_gets_431_that_the_client_reads_in_full(
     await still_serves(endpoint, hub)
 
 
-async def test_the_accepted_answer(endpoint: WebSocketEndpoint, hub: Hub) -> None:
+async def test_the_accepted_answer(endpoint: WebSocketEndpoint, hub: PolicyHub) -> None:
     offer = b"permessage-deflate; client_max_window_bits"
     answer = await answer_to(
         endpoint, upgrade(Sec_WebSocket_Extensions=offer, Sec_WebSocket_Protocol=b"chat")
@@ -194,7 +197,7 @@ def pipelined_pings(port: int, first_id: int, then_id: int | None) -> list[dict[
 
 
 async def test_a_frame_sent_right_behind_the_request_is_not_lost(
-    endpoint: WebSocketEndpoint, hub: Hub
+    endpoint: WebSocketEndpoint, hub: PolicyHub
 ) -> None:
     messages = await trio.to_thread.run_sync(pipelined_pings, endpoint.port, 7, 8)
     assert [m["type"] for m in messages] == ["welcome", "pong", "pong"]

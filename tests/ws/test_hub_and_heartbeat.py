@@ -27,7 +27,7 @@ async def test_silent_connection_is_closed_and_counted(
     assert sweep_once(hub, connection_timeout_s=TIMEOUT_S, ping_timeout_s=1) == 1
     assert quiet.close_code == CloseCode.HEARTBEAT_TIMEOUT
     assert chatty.close_code is None
-    assert hub.totals.heartbeat_timeouts == 1
+    assert hub.counters.heartbeat_timeouts == 1
     # Sweeping again while it closes does not count it twice.
     assert sweep_once(hub, connection_timeout_s=TIMEOUT_S, ping_timeout_s=1) == 0
 
@@ -63,7 +63,7 @@ async def test_client_behind_gets_the_latest_update_per_topic_not_a_backlog() ->
     assert delivered_to_reading == 1 + 20  # the welcome, then every update
     assert [m["seq"] for m in sent_messages(behind)] == [10, 10]  # one per topic, the newest
     assert behind.outbound.replaced_updates == 18
-    assert hub.totals.replaced_updates == 18
+    assert hub.counters.replaced_updates == 18
     assert behind.close_code is None  # replaced updates never pile up: not too slow
 
 
@@ -76,7 +76,7 @@ async def test_backlog_over_the_message_limit_closes_only_the_slow_client() -> N
         assert len(sent_messages(fast)) >= 1
     assert slow.close_code == CloseCode.SLOW_CONSUMER
     assert slow.close_reason == "slow consumer: more than 4 messages pending"
-    assert hub.totals.slow_consumers_closed == 1
+    assert hub.counters.slow_consumers_closed == 1
     assert fast.close_code is None
     # What was pending gave way to the close frame.
     assert [type(item).__name__ for item in slow.drain()] == ["CloseFrame"]

@@ -41,7 +41,7 @@ async def test_the_message_size_limit_counts_utf8_bytes_not_characters() -> None
     assert peer.closed.code == CloseCode.MESSAGE_TOO_BIG
     assert connection.close_reason == "Exceeded maximum message size: 1000 bytes"
     assert pongs(peer) == [1]
-    assert hub.totals.oversized_messages == 1
+    assert hub.counters.oversized_messages == 1
 
 
 async def test_a_message_in_more_fragments_than_allowed_closes_with_1009() -> None:

@@ -13,10 +13,9 @@ from functools import partial
 import pytest
 import trio
 
-from broadcaster.hub import Hub
 from broadcaster.ws import server as ws_server
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
-from tests.fakes import make_hub
+from tests.fakes import PolicyHub, make_hub
 from tests.wsclient import connect, next_message
 
 UPGRADE = (
@@ -27,13 +26,15 @@ UPGRADE = (
 
 
 @pytest.fixture
-async def hub() -> Hub:
+async def hub() -> PolicyHub:
     return make_hub(["overview"])
 
 
 @pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: Hub) -> AsyncIterator[WebSocketEndpoint]:
-    served: WebSocketEndpoint = await nursery.start(partial(serve_websockets, hub, "127.0.0.1", 0))
+async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
+    served: WebSocketEndpoint = await nursery.start(
+        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
+    )
     yield served
     served.stop_accepting()
 
@@ -63,7 +64,7 @@ async def still_serves(endpoint: WebSocketEndpoint) -> None:
 
 
 async def test_upgrade_on_ws_is_accepted_with_no_extension(
-    endpoint: WebSocketEndpoint, hub: Hub
+    endpoint: WebSocketEndpoint, hub: PolicyHub
 ) -> None:
     offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
     answer = await answer_to(endpoint, UPGRADE.format(path="/ws?dashboard=noc", extra=offer))
@@ -73,10 +74,12 @@ async def test_upgrade_on_ws_is_accepted_with_no_extension(
     assert b"sec-websocket-extensions" not in head
 
 
-async def test_client_info_comes_from_the_handshake(endpoint: WebSocketEndpoint, hub: Hub) -> None:
+async def test_client_info_comes_from_the_handshake(
+    endpoint: WebSocketEndpoint, hub: PolicyHub
+) -> None:
     async with connect(endpoint.url, extra_headers=[("User-Agent", "noc-wall/2")]) as ws:
         await next_message(ws)
-        (connection,) = hub.connections.values()
+        (connection,) = hub.connections_now()
         assert connection.client_info.user_agent == "noc-wall/2"
         assert connection.client_info.ip == "127.0.0.1"
 
@@ -98,24 +101,24 @@ async def test_other_paths_get_404(endpoint: WebSocketEndpoint) -> None:
     ids=["no-upgrade", "post", "not-http"],
 )
 async def test_requests_that_are_not_upgrades_get_400(
-    endpoint: WebSocketEndpoint, hub: Hub, request_text: str
+    endpoint: WebSocketEndpoint, hub: PolicyHub, request_text: str
 ) -> None:
     answer = await answer_to(endpoint, request_text)
     assert answer.startswith(b"HTTP/1.1 4"), answer
-    assert hub.totals.connections_created == 0
+    assert hub.counters.connections_created == 0
     await still_serves(endpoint)
 
 
 async def test_a_silent_client_is_dropped_after_the_handshake_timeout(
-    nursery: trio.Nursery, hub: Hub, monkeypatch: pytest.MonkeyPatch
+    nursery: trio.Nursery, hub: PolicyHub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ws_server, "HANDSHAKE_TIMEOUT_S", 0.2)
     endpoint: WebSocketEndpoint = await nursery.start(
-        partial(serve_websockets, hub, "127.0.0.1", 0)
+        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
     )
     silent = trio.socket.socket()
     await silent.connect(("127.0.0.1", endpoint.port))
     with silent, trio.fail_after(5):
         assert await silent.recv(1) == b""  # closed by the server, no answer
     await still_serves(endpoint)
-    assert hub.totals.connections_created == 1  # only the good one
+    assert hub.counters.connections_created == 1  # only the good one
