@@ -5,6 +5,7 @@ Real influxd, real clients, real clock: waits are for messages, with generous de
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,25 +13,12 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection
 
-from broadcaster.config import build_settings
 from broadcaster.service import RunningService, serve
 from tests.influxd import Influxd, free_port, start_influxd
+from tests.services import StartServiceOnInfluxd, make_settings
 from tests.wsclient import connect, eventually, get_json, is_update, next_message, wait_for
 
 INTERVAL_MS = 1500
-
-
-def settings(influx_url: str, influx_db: str, **overrides: Any) -> Any:
-    values: dict[str, Any] = {
-        "ws_port": 0,
-        "http_port": 0,
-        "influx_url": influx_url,
-        "influx_db": influx_db,
-        "broadcast_interval_ms": INTERVAL_MS,
-        "log_format": "console",
-    }
-    values.update(overrides)
-    return build_settings(values)
 
 
 async def query_requests(influxd: Influxd) -> int:
@@ -39,9 +27,9 @@ async def query_requests(influxd: Influxd) -> int:
 
 
 async def test_no_query_without_subscribers_and_one_per_topic_per_tick(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str
+    start_service_on_influxd: StartServiceOnInfluxd, influxd: Influxd
 ) -> None:
-    service: RunningService = await nursery.start(partial(serve, settings(influxd.url, influx_db)))
+    service = await start_service_on_influxd(broadcast_interval_ms=INTERVAL_MS)
     # Nobody connected: over two intervals the only query is our own stats read.
     before = await query_requests(influxd)
     await trio.sleep(2 * INTERVAL_MS / 1000)  # nothing to wait for: silence is the point
@@ -99,9 +87,8 @@ async def test_outage_gives_error_and_stale_value_then_recovers(
         service: RunningService = await nursery.start(
             partial(
                 serve,
-                settings(
-                    database.url,
-                    "metrics",
+                make_settings(
+                    influx_url=database.url,
                     broadcast_interval_ms=500,
                     query_timeout_ms=1000,
                     default_topics="overview",
@@ -127,7 +114,10 @@ async def test_outage_gives_error_and_stale_value_then_recovers(
             assert code == 503
             assert health["status"] == "degraded"
             assert health["services"]["influxdb"]["healthy"] is False
-            assert health["services"]["influxdb"]["lastError"]
+            assert re.fullmatch(
+                rf"InfluxDB at {re.escape(database.url)} (unreachable: .+|timed out \(\w+\))",
+                health["services"]["influxdb"]["lastError"],
+            )
 
             database = await trio.to_thread.run_sync(
                 partial(start_influxd, tmp_path / "db", http_port=port)
@@ -145,7 +135,7 @@ async def test_health_checks_the_database_while_nobody_listens(
 ) -> None:
     database = await trio.to_thread.run_sync(start_influxd, tmp_path / "db")
     service: RunningService = await nursery.start(
-        partial(serve, settings(database.url, "metrics", broadcast_interval_ms=200))
+        partial(serve, make_settings(influx_url=database.url, broadcast_interval_ms=200))
     )
     health_url = f"{service.http_url}/health"
     assert (await get_json(health_url))[0] == 200

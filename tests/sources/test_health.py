@@ -18,11 +18,11 @@ import httpx
 import trio
 import trio.testing
 
-from broadcaster.config import build_settings
 from broadcaster.errors import SourceUnavailable
 from broadcaster.service import RunningService, serve
 from broadcaster.sources.base import StatementResult
 from broadcaster.sources.health import CHECK_WAIT_S, SourceHealth
+from tests.services import make_settings
 from tests.wsclient import connect, next_message, send_json
 
 TIMEOUT_S = 5.0
@@ -205,16 +205,11 @@ async def test_health_answers_within_the_bound_while_the_database_hangs(
         partial(trio.serve_tcp, database.handle, 0, host="127.0.0.1")
     )
     port = listeners[0].socket.getsockname()[1]
-    settings = build_settings(
-        {
-            "ws_port": 0,
-            "http_port": 0,
-            "influx_url": f"http://127.0.0.1:{port}",
-            "query_timeout_ms": 3000,
-            "broadcast_interval_ms": 60_000,
-            "default_topics": "",  # nobody listens: only /health reaches the database
-            "log_format": "console",
-        }
+    settings = make_settings(
+        influx_url=f"http://127.0.0.1:{port}",
+        query_timeout_ms=3000,
+        broadcast_interval_ms=60_000,
+        default_topics="",  # nobody listens: only /health reaches the database
     )
     service: RunningService = await nursery.start(partial(serve, settings))
     answers: list[tuple[float, int, dict[str, Any]]] = []
