@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from broadcaster.config import build_settings
-from broadcaster.service import RunningService, serve
+from broadcaster.service import RunningService
 from tests.influxd import Influxd
+from tests.services import StartServiceOnInfluxd
 from tests.wsclient import (
     connect,
     get_json,
@@ -43,26 +42,20 @@ query = "SELECT last(v) AS v FROM cpu"
 
 @pytest.fixture
 async def start_service(
-    nursery: trio.Nursery, influxd: Influxd, influx_db: str, tmp_path: Path
+    start_service_on_influxd: StartServiceOnInfluxd,
+    influxd: Influxd,
+    influx_db: str,
+    tmp_path: Path,
 ) -> StartService:
-    """Start the service in the test's nursery; keyword arguments override settings."""
+    """The shared ``start_service_on_influxd`` with a ``cpu`` topic (its value 42) and a
+    one-minute interval; keyword arguments override settings."""
     topics_file = tmp_path / "topics.toml"
     topics_file.write_text(TOPICS_TOML)
-    influxd.write(influx_db, "cpu v=42")
+    await trio.to_thread.run_sync(influxd.write, influx_db, "cpu v=42")
 
     async def start(**overrides: Any) -> RunningService:
-        values: dict[str, Any] = {
-            "ws_port": 0,
-            "http_port": 0,
-            "influx_url": influxd.url,
-            "influx_db": influx_db,
-            "topics_file": str(topics_file),
-            "broadcast_interval_ms": 60_000,
-            "log_format": "console",
-        }
-        values.update(overrides)
-        started: RunningService = await nursery.start(partial(serve, build_settings(values)))
-        return started
+        defaults = {"topics_file": str(topics_file), "broadcast_interval_ms": 60_000}
+        return await start_service_on_influxd(**{**defaults, **overrides})
 
     return start
 
@@ -126,23 +119,39 @@ async def test_ping_gets_pong_with_its_id(start_service: StartService) -> None:
         assert "id" not in await next_message(ws)
 
 
+NO_SUCH_TOPIC = "unknown topic 'no-such-topic'; available topics: 3 (listed in welcome.topics)"
+TOPICS_LIST = "'topics' must be a non-empty list of topic names"
+
+
 @pytest.mark.parametrize(
-    ("frame", "code"),
+    ("frame", "code", "message"),
     [
-        ("{not json", "invalid_json"),
-        ('{"type": "dance"}', "unknown_type"),
-        ('{"type": "subscribe"}', "invalid_message"),
-        ('{"type": "subscribe", "topics": "cpu"}', "invalid_message"),
-        ('{"type": "subscribe", "topics": [1, 2]}', "invalid_message"),
-        ('{"topics": ["cpu"]}', "invalid_message"),
-        ("[1, 2, 3]", "invalid_message"),
-        ('{"type": "subscribe", "topics": ["no-such-topic"]}', "invalid_topic"),
-        ('{"type": "unsubscribe", "topics": ["no-such-topic"]}', "invalid_topic"),
-        (b"\x00\x01binary", "binary_not_supported"),
+        ("{not json", "invalid_json", "message is not valid JSON: "),
+        (
+            '{"type": "dance"}',
+            "unknown_type",
+            "unknown message type 'dance'; expected ping, subscribe or unsubscribe",
+        ),
+        ('{"type": "subscribe"}', "invalid_message", TOPICS_LIST),
+        ('{"type": "subscribe", "topics": "cpu"}', "invalid_message", TOPICS_LIST),
+        (
+            '{"type": "subscribe", "topics": [1, 2]}',
+            "invalid_message",
+            "every topic must be a string of 1 to 128 characters",
+        ),
+        ('{"topics": ["cpu"]}', "invalid_message", "message needs a string 'type'"),
+        ("[1, 2, 3]", "invalid_message", "message must be a JSON object"),
+        ('{"type": "subscribe", "topics": ["no-such-topic"]}', "invalid_topic", NO_SUCH_TOPIC),
+        ('{"type": "unsubscribe", "topics": ["no-such-topic"]}', "invalid_topic", NO_SUCH_TOPIC),
+        (
+            b"\x00\x01binary",
+            "binary_not_supported",
+            "binary frames are not supported; send JSON text",
+        ),
     ],
 )
 async def test_bad_input_gets_error_and_connection_stays_open(
-    start_service: StartService, frame: str | bytes, code: str
+    start_service: StartService, frame: str | bytes, code: str, message: str
 ) -> None:
     service = await start_service(default_topics="")
     async with (
@@ -155,8 +164,10 @@ async def test_bad_input_gets_error_and_connection_stays_open(
         error = await next_message(ws)
         assert error["type"] == "error"
         assert error["code"] == code
-        assert isinstance(error["message"], str)
-        assert error["message"].strip()
+        if code == "invalid_json":  # then the JSON parser's own words, which are not ours
+            assert error["message"].startswith(message)
+        else:
+            assert error["message"] == message
         await send_json(ws, {"type": "ping", "id": 1})
         assert (await next_message(ws))["type"] == "pong"
         await send_json(bystander, {"type": "ping", "id": 2})

@@ -24,10 +24,8 @@ from wsproto.events import Pong, TextMessage
 
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.topics import Topic
-from broadcaster.config import build_settings
 from broadcaster.containment import Containment, Stage
 from broadcaster.protocol import CloseCode
-from broadcaster.service import RunningService, serve
 from broadcaster.sources.base import StatementResult
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws import server as ws_server
@@ -42,6 +40,7 @@ from tests.fakes import (
     open_connection,
     sent_messages,
 )
+from tests.services import StartService
 from tests.ws.test_connection import served, update
 from tests.wsclient import connect, next_message
 
@@ -302,10 +301,9 @@ async def test_a_topic_whose_value_cannot_be_built_fails_alone(
 
 
 async def test_an_http_connection_error_is_contained(
-    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+    start_service: StartService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = build_settings({"ws_port": 0, "http_port": 0, "default_topics": ""})
-    service: RunningService = await nursery.start(partial(serve, settings, source=FakeSource()))
+    service = await start_service(default_topics="")
     async with httpx.AsyncClient() as client:
         with monkeypatch.context() as patched:
             patched.setattr(TCPServer, "_read_data", boom)
