@@ -47,8 +47,8 @@ from broadcaster.protocol import CloseCode
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
-from broadcaster.ws.connection import ConnectionPolicy, InputLimits, OutputLimits
 from broadcaster.ws.heartbeat import sweep_heartbeats
+from broadcaster.ws.policy import ConnectionPolicy, InputLimits, OutputLimits
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
 
 log = structlog.get_logger("broadcaster.service")

@@ -19,8 +19,9 @@ from broadcaster.errors import QueryRejected, SourceUnavailable
 from broadcaster.hub import Hub
 from broadcaster.service import input_limits
 from broadcaster.sources.base import Series, StatementResult
-from broadcaster.ws.connection import ClientInfo, Connection, ConnectionPolicy, OutputLimits
+from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
+from broadcaster.ws.policy import ClientInfo, ConnectionPolicy, OutputLimits
 
 
 @dataclass

@@ -28,7 +28,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -39,11 +39,11 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from broadcaster import protocol
-from broadcaster.containment import Containment, Stage
-from broadcaster.counters import Counters
+from broadcaster.containment import Stage
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
 from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
 from broadcaster.ws.outbound import Outbound
+from broadcaster.ws.policy import ClientInfo, ConnectionPolicy
 from broadcaster.ws.rate_limit import TokenBucket
 
 log = structlog.get_logger("broadcaster.ws.connection")
@@ -61,50 +61,6 @@ class SubscriptionHandler(Protocol):
     def subscribe(self, connection: Connection, topics: tuple[str, ...]) -> None: ...
 
     def unsubscribe(self, connection: Connection, topics: tuple[str, ...]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """Who is on the other end, as far as the handshake tells."""
-
-    user_agent: str | None
-    ip: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class InputLimits:
-    """What one client may send: bounds on the work its input can cause (see config.py)."""
-
-    max_message_bytes: int
-    max_message_fragments: int
-    messages_per_s: float
-    message_burst: int
-    bytes_per_s: int
-    frames_per_s: int
-
-
-@dataclass(frozen=True, slots=True)
-class OutputLimits:
-    """When a connection's pending output makes it a slow consumer (closed with 4008)."""
-
-    max_messages: int = 64
-    max_bytes: int = 1 << 20
-    stall_timeout_s: float = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionPolicy:
-    """Everything a connection is built from, other than who it is: one object, made once by
-    the service and handed to the WebSocket server, so no layer forwards the parts one by one.
-
-    ``counters`` and ``containment`` are the service-wide ones (the hub's): a connection counts
-    what it decides (errors, slow consumer, oversized message, updates) where it decides it.
-    """
-
-    output: OutputLimits
-    input: InputLimits
-    counters: Counters = field(default_factory=Counters)
-    containment: Containment = field(default_factory=Containment)
 
 
 @dataclass(frozen=True, slots=True)

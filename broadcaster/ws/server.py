@@ -28,8 +28,9 @@ from broadcaster.containment import Stage
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 from broadcaster.ws import handshake
-from broadcaster.ws.connection import RECEIVE_BYTES, ClientInfo, Connection, ConnectionPolicy
+from broadcaster.ws.connection import RECEIVE_BYTES, Connection
 from broadcaster.ws.frames import CloseFrame
+from broadcaster.ws.policy import ClientInfo, ConnectionPolicy
 
 log = structlog.get_logger("broadcaster.ws")
 
