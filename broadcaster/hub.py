@@ -23,7 +23,7 @@ from broadcaster.counters import Counters
 from broadcaster.protocol import CloseCode, ErrorCode
 from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
-from broadcaster.ws.outbound import Outbound, fan_out
+from broadcaster.ws.outbound import Outbound
 
 log = structlog.get_logger("broadcaster.hub")
 
@@ -264,7 +264,9 @@ class Hub:
     def publish(self, topic: str, frame: Frame) -> int:
         """Hand an update to every subscriber of ``topic`` without waiting; return the takers."""
         assert frame.topic == topic, "publish takes a metrics_update of its topic"
-        delivered = fan_out(self._subscribers[topic].values(), frame, int(time.time() * 1000))
+        delivered = Outbound.fan_out(
+            self._subscribers[topic].values(), frame, int(time.time() * 1000)
+        )
         self.counters.broadcasts += delivered
         return delivered
 

@@ -80,9 +80,6 @@ class Outbound:
         self.updates = 0  # metrics_update frames handed over (sent, queued or since replaced)
         self.last_update_unix_ms: int | None = None
         self.accepting = True  # False once closing: no more updates
-        # The socket while an update can be written at once (attached, accepting, nothing
-        # queued), else -1: the one attribute the fan-out loop reads before writing.
-        self.direct_fd = -1
         self._on_slow = on_slow
         self._on_broken = on_broken
         self._counters = counters if counters is not None else Counters()
@@ -94,6 +91,10 @@ class Outbound:
         self._start_flusher: FlusherStarter | None = None
         self._flushing = False
         self._drained = trio.Event()
+        # The socket while an update can be written at once (attached, accepting, nothing
+        # queued), else -1: the one attribute the fan-out loop reads before writing. Set only
+        # by _update_direct, after any change to what it depends on.
+        self.direct_fd = -1
 
     # --- state -------------------------------------------------------------------------------
 
@@ -125,7 +126,7 @@ class Outbound:
     def detach(self) -> None:
         """Stop writing: the socket is about to close. Queued frames stay (see ``drain``)."""
         self._fd = -1
-        self.direct_fd = -1
+        self._update_direct()
         self._start_flusher = None
         self._drained.set()
         # The callbacks are the owner's bound methods: dropping them breaks the cycle
@@ -136,14 +137,15 @@ class Outbound:
     def stop_accepting(self) -> None:
         """Closing: updates are refused from now on (the close frame still goes out)."""
         self.accepting = False
-        self.direct_fd = -1
+        self._update_direct()
 
     def count_update(self, unix_ms: int) -> None:
-        """An update was handed over outside :func:`fan_out` (a cached value on subscribe)."""
+        """An update was handed over outside :meth:`fan_out` (a cached value on subscribe)."""
         self.updates += 1
         self.last_update_unix_ms = unix_ms
 
     def _update_direct(self) -> None:
+        """The one place ``direct_fd`` is set: the socket if an update may be written now."""
         ready = self.accepting and not self._queue and self._fd >= 0
         self.direct_fd = self._fd if ready else -1
 
@@ -163,7 +165,7 @@ class Outbound:
     def _keep_rest(self, item: Outgoing, written: int) -> None:
         """The kernel took part of ``item``: the rest must follow before any other frame."""
         self._queue.append(item)
-        self.direct_fd = -1
+        self._update_direct()
         self._head_written = written
         self._queued_bytes += len(item.wire) - written
         self._check_limits()
@@ -180,7 +182,7 @@ class Outbound:
                 self._counters.replaced_updates += 1
             self._unstarted_update[topic] = item
         self._queue.append(item)
-        self.direct_fd = -1
+        self._update_direct()
         self._queued_bytes += len(item.wire)
         self._check_limits()
         self._flush_later()  # already running, unless nothing was queued (or not attached)
@@ -231,7 +233,8 @@ class Outbound:
         """The peer is gone: drop what is queued, write nothing more, tell the owner."""
         if self._fd < 0:
             return
-        self._fd = self.direct_fd = -1
+        self._fd = -1
+        self._update_direct()
         self._queue.clear()
         self._unstarted_update.clear()
         self._queued_bytes = self._head_written = 0
@@ -284,35 +287,40 @@ class Outbound:
         finally:
             self._flushing = False
 
+    # --- many connections at once ------------------------------------------------------------
 
-def fan_out(outbounds: Iterable[Outbound], frame: Frame, unix_ms: int) -> int:
-    """Hand one update to many connections without waiting; return how many took it.
+    @staticmethod
+    def fan_out(outbounds: Iterable[Outbound], frame: Frame, unix_ms: int) -> int:
+        """Hand one update to many connections without waiting; return how many took it.
 
-    The broadcast's hot loop, kept to one object per connection: a connection with nothing
-    queued gets the shared frame written at once; one that is behind has it queued (where it
-    replaces an older unsent update of the topic); a closing one is skipped.
-    """
-    wire = frame.wire
-    size = len(wire)
-    write = os.write
-    delivered = 0
-    for out in outbounds:
-        fd = out.direct_fd
-        if fd >= 0:
-            try:
-                written = write(fd, wire)
-            except BlockingIOError:
-                written = 0
-            except OSError:
-                out._lost()
+        The broadcast's hot loop, kept to one object per connection: a connection with nothing
+        queued gets the shared frame written at once; one that is behind has it queued (where it
+        replaces an older unsent update of the topic); a closing one is skipped. It is
+        :meth:`push`'s direct path written out once for all subscribers (no call per client):
+        what the kernel does not take goes through the same ``_keep_rest``, ``_enqueue`` and
+        ``_lost`` as a pushed frame's.
+        """
+        wire = frame.wire
+        size = len(wire)
+        write = os.write
+        delivered = 0
+        for out in outbounds:
+            fd = out.direct_fd
+            if fd >= 0:
+                try:
+                    written = write(fd, wire)
+                except BlockingIOError:
+                    written = 0
+                except OSError:
+                    out._lost()
+                    continue
+                if written != size:
+                    out._keep_rest(frame, written)
+            elif out.accepting:
+                out._enqueue(frame)
+            else:
                 continue
-            if written != size:
-                out._keep_rest(frame, written)
-        elif out.accepting:
-            out._enqueue(frame)
-        else:
-            continue
-        out.updates += 1
-        out.last_update_unix_ms = unix_ms
-        delivered += 1
-    return delivered
+            out.updates += 1
+            out.last_update_unix_ms = unix_ms
+            delivered += 1
+        return delivered
