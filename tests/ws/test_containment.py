@@ -10,7 +10,6 @@ input to a real process.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any, NoReturn
 
@@ -31,7 +30,7 @@ from broadcaster.sources.health import SourceHealth
 from broadcaster.ws import server as ws_server
 from broadcaster.ws.heartbeat import sweep_once
 from broadcaster.ws.outbound import Outbound
-from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
+from broadcaster.ws.server import WebSocketEndpoint
 from tests.fakes import (
     FakeSource,
     PolicyHub,
@@ -183,20 +182,6 @@ async def test_a_heartbeat_error_cuts_that_connection_and_the_sweep_goes_on() ->
 
 
 # --- the server: before the upgrade and around a connection's life ----------------------------
-
-
-@pytest.fixture
-async def hub() -> PolicyHub:
-    return make_hub(["overview"])
-
-
-@pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
-    endpoint: WebSocketEndpoint = await nursery.start(
-        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
-    )
-    yield endpoint
-    endpoint.stop_accepting()
 
 
 UPGRADE = (

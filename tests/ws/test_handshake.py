@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import socket
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
 
 import orjson
 import pytest
@@ -26,8 +24,8 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import TextMessage
 
-from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
-from tests.fakes import PolicyHub, make_hub
+from broadcaster.ws.server import WebSocketEndpoint
+from tests.fakes import PolicyHub
 from tests.handshake_requests import upgrade
 from tests.wsclient import connect, next_message
 
@@ -59,20 +57,6 @@ def exchange(port: int, request: bytes) -> Answer:
         name, _, value = line.partition(b":")
         headers[name.strip().lower()] = value.strip()
     return Answer(int(status_line.split()[1]), headers, body)
-
-
-@pytest.fixture
-async def hub() -> PolicyHub:
-    return make_hub(["overview"])
-
-
-@pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
-    served: WebSocketEndpoint = await nursery.start(
-        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
-    )
-    yield served
-    served.stop_accepting()
 
 
 async def answer_to(endpoint: WebSocketEndpoint, request: bytes) -> Answer:

@@ -7,7 +7,6 @@ The hub is the in-memory one of tests/fakes.py; the database plays no part here.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from functools import partial
 
 import pytest
@@ -15,7 +14,7 @@ import trio
 
 from broadcaster.ws import server as ws_server
 from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
-from tests.fakes import PolicyHub, make_hub
+from tests.fakes import PolicyHub
 from tests.wsclient import connect, next_message
 
 UPGRADE = (
@@ -23,20 +22,6 @@ UPGRADE = (
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
     "User-Agent: handshake-test/1\r\n{extra}\r\n"
 )
-
-
-@pytest.fixture
-async def hub() -> PolicyHub:
-    return make_hub(["overview"])
-
-
-@pytest.fixture
-async def endpoint(nursery: trio.Nursery, hub: PolicyHub) -> AsyncIterator[WebSocketEndpoint]:
-    served: WebSocketEndpoint = await nursery.start(
-        partial(serve_websockets, hub, hub.policy, "127.0.0.1", 0)
-    )
-    yield served
-    served.stop_accepting()
 
 
 def exchange(port: int, request: bytes) -> bytes:
