@@ -4,6 +4,11 @@
 it never waits on a client. Each new subscription is told to the hub's
 :class:`SubscriptionListener` (the broadcast loop, which keeps each topic's latest value): it
 answers with a frame to offer the new subscriber at once, or None.
+
+The hub does not build connections: the WebSocket server builds each one from its
+``ConnectionPolicy`` and the hub registers it. Nothing outside this module reads the registry:
+the heartbeat iterates :meth:`Hub.connections_now`, and the status API, /metrics and the stats
+line read one :class:`HubSnapshot`, so they see the same counts.
 """
 
 from __future__ import annotations
