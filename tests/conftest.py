@@ -48,6 +48,9 @@ Shared fixtures
     (:class:`tests.services.StartServiceOnInfluxd`).
 ``scratch``
     A per-test scratch directory.
+
+Folders add their own: ``tests/ws/conftest.py`` has ``hub`` (in memory) and ``endpoint`` (the
+real WebSocket server on it, port 0) for tests of the socket side without the whole service.
 """
 
 from __future__ import annotations
