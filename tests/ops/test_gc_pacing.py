@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 from broadcaster.ops.gc_pacing import GcPacer
-from tests.broadcast.test_broadcast_loop import INTERVAL_S, make_broadcaster, run_for
+from tests.broadcast.test_broadcast_loop import INTERVAL_S, make_loop, run_for
 from tests.fakes import FakeSource, make_hub, open_connection
 
 
@@ -22,10 +22,10 @@ async def test_collections_follow_the_ticks(autojump_clock: trio.testing.MockClo
 
     start = trio.current_time()
     hub = make_hub(["overview"], defaults=["overview"])
-    open_connection(hub)
     with GcPacer(full_every_s=30, collect=collect) as pacer:
-        broadcaster = make_broadcaster(hub, FakeSource(), "overview", after_tick=pacer.after_tick)
-        await run_for(broadcaster, 6 * INTERVAL_S + 1)
+        loop = make_loop(hub, FakeSource(), "overview", after_tick=pacer.after_tick)
+        open_connection(hub)
+        await run_for(loop, 6 * INTERVAL_S + 1)
     # One collection right after each tick; every third (30 s) is a full one.
     assert [(round(at - start), generation) for at, generation in collected] == [
         (10, 1),

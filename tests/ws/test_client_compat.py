@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import trio
 from websockets.asyncio.client import connect as websockets_connect
 from websockets.exceptions import ConnectionClosed
 
-from broadcaster.service import RunningService, serve
 from tests import REPO
 from tests.node_ws import NODE_MODULES, ensure_node_ws
-from tests.ws.test_fan_out_e2e import PaddedSource, fan_out_settings
+from tests.services import PaddedSource, StartService, write_topics_file
 
 MAX_MESSAGE_BYTES = 1024
 EXPECTED = {
@@ -37,13 +35,13 @@ EXPECTED = {
 }
 
 
-async def start(nursery: trio.Nursery, tmp_path: Path) -> str:
-    service: RunningService = await nursery.start(
-        partial(
-            serve,
-            fan_out_settings(tmp_path, default_topics="", max_message_bytes=MAX_MESSAGE_BYTES),
-            source=PaddedSource(pad_bytes=100),
-        )
+async def start(start_service: StartService, tmp_path: Path) -> str:
+    service = await start_service(
+        source=PaddedSource(pad_bytes=100),
+        topics_file=write_topics_file(tmp_path, feed="SELECT feed"),
+        default_topics="",
+        broadcast_interval_ms=100,
+        max_message_bytes=MAX_MESSAGE_BYTES,
     )
     return service.websocket.url
 
@@ -80,8 +78,8 @@ async def websockets_session(url: str) -> dict[str, Any]:
     return result
 
 
-async def test_python_websockets_client(nursery: trio.Nursery, tmp_path: Path) -> None:
-    url = await start(nursery, tmp_path)
+async def test_python_websockets_client(start_service: StartService, tmp_path: Path) -> None:
+    url = await start(start_service, tmp_path)
     with trio.fail_after(30):
         result = await trio.to_thread.run_sync(
             lambda: asyncio.run(asyncio.wait_for(websockets_session(url), timeout=20))
@@ -89,9 +87,9 @@ async def test_python_websockets_client(nursery: trio.Nursery, tmp_path: Path) -
     assert result == EXPECTED
 
 
-async def test_node_ws_client(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_node_ws_client(start_service: StartService, tmp_path: Path) -> None:
     node = await trio.to_thread.run_sync(ensure_node_ws)
-    url = await start(nursery, tmp_path)
+    url = await start(start_service, tmp_path)
     script = REPO / "tests" / "js" / "ws_compat_client.mjs"
     done = await trio.run_process(
         [node, str(script), url, "feed", str(2 * MAX_MESSAGE_BYTES)],
