@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -99,6 +99,8 @@ class Hub:
         self._emptied = trio.Event()
         self._accept_loop_running = False
         self._shutting_down = False
+        # Told of every connection the hub forgets, with how many remain (the service logs it).
+        self.on_closed: Callable[[Connection, int], None] = lambda connection, remaining: None
 
     # --- connections ---------------------------------------------------------------------------
 
@@ -170,21 +172,13 @@ class Hub:
         )
 
     def close(self, connection: Connection) -> None:
-        """Forget a connection once it has closed, and log its summary."""
+        """Forget a connection once it has closed, and tell ``on_closed``."""
         if self._connections.pop(connection.id, None) is None:
             return
         for topic in connection.subscriptions:
             self._subscribers[topic].pop(connection, None)
         self.counters.connections_closed += 1
-        log.info(
-            "connection closed",
-            code=connection.close_code,
-            reason=connection.close_reason,
-            closed_by=connection.closed_by,
-            remaining=len(self._connections),
-            **{k: v for k, v in connection.summary().items() if k != "id"},
-            connection_id=connection.id,
-        )
+        self.on_closed(connection, len(self._connections))
         if not self._connections:
             self._emptied.set()
 

@@ -43,6 +43,7 @@ from broadcaster.ops.http import create_app
 from broadcaster.ops.http_server import ContainedConfig, serve_http
 from broadcaster.ops.metrics import build_registry
 from broadcaster.ops.stats import log_stats
+from broadcaster.ops.views import log_connection_closed
 from broadcaster.protocol import CloseCode
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
@@ -163,6 +164,7 @@ def _build(
         broadcast_interval_ms=settings.broadcast_interval_ms,
         max_connections=settings.max_connections,
     )
+    hub.on_closed = log_connection_closed
     loop = BroadcastLoop(
         hub,
         source,

@@ -17,6 +17,7 @@ from broadcaster.broadcast.topics import Topic
 from broadcaster.config import Settings
 from broadcaster.errors import QueryRejected, SourceUnavailable
 from broadcaster.hub import Hub
+from broadcaster.ops.views import log_connection_closed
 from broadcaster.service import input_limits
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.ws.connection import Connection
@@ -76,6 +77,7 @@ def make_hub(
     ``input_overrides`` replace fields of the default :class:`InputLimits`.
     """
     hub = PolicyHub(topics, defaults, broadcast_interval_ms=10_000, max_connections=100)
+    hub.on_closed = log_connection_closed  # as the service wires it
     hub.policy = ConnectionPolicy(
         output=OutputLimits(
             max_messages=outbox, max_bytes=max_pending_bytes, stall_timeout_s=stall_timeout_s

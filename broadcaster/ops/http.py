@@ -32,6 +32,7 @@ from broadcaster.counters import COUNTERS
 from broadcaster.host_header import is_valid_host
 from broadcaster.hub import Hub, HubSnapshot
 from broadcaster.ops.metrics import render
+from broadcaster.ops.views import connection_view
 from broadcaster.protocol import iso_now
 from broadcaster.sources.health import SourceHealth
 
@@ -173,7 +174,7 @@ def create_app(
             "status": "ok",
             "timestamp": iso_now(),
             "summary": status_summary(snapshot),
-            "connections": [connection.summary() for connection in snapshot.connections],
+            "connections": [connection_view(connection) for connection in snapshot.connections],
         }
 
     @app.get("/health")

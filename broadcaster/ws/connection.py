@@ -40,7 +40,7 @@ from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, T
 
 from broadcaster import protocol
 from broadcaster.containment import Stage
-from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation, iso_from_unix_ms
+from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation
 from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
 from broadcaster.ws.outbound import Outbound
 from broadcaster.ws.policy import ClientInfo, ConnectionPolicy
@@ -415,25 +415,6 @@ class Connection:
     def last_broadcast_unix_ms(self) -> int | None:
         """When the last update was handed to this connection."""
         return self.outbound.last_update_unix_ms
-
-    def summary(self) -> dict[str, Any]:
-        """The connection as reported by the status API and the disconnect log line."""
-        return {
-            "id": self.id,
-            "connectedAt": iso_from_unix_ms(self.connected_at_unix_ms),
-            "lastActivity": iso_from_unix_ms(time.time() * 1000 - self.idle_s() * 1000),
-            "lastBroadcast": iso_from_unix_ms(self.last_broadcast_unix_ms),
-            "broadcastCount": self.broadcast_count,
-            "errorCount": self.error_count,
-            "lastError": self.last_error,
-            "subscriptions": sorted(self.subscriptions),
-            "lastPingRttMs": self.last_ping_rtt_ms,
-            "clientInfo": {"userAgent": self.client_info.user_agent, "ip": self.client_info.ip},
-            "pendingMessages": self.outbound.pending_items,
-            "pendingBytes": self.outbound.pending_bytes,
-            "replacedUpdates": self.outbound.replaced_updates,
-            "droppedMessages": self.dropped_messages,
-        }
 
 
 class _MessageInProgress:
