@@ -10,13 +10,14 @@ descriptors.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 from functools import partial
 
 import trio
-from trio_websocket import WebSocketRequest, WebSocketServer, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer, serve_websocket
 
 from broadcaster.client import ConnectionState, ReconnectPolicy, open_client
 from tests.wsclient import eventually
@@ -36,8 +37,11 @@ async def test_many_server_first_closes_leak_no_socket(nursery: trio.Nursery) ->
         ws = await request.accept()
         accepted += 1
         welcome = {"type": "welcome", "connectionId": f"ws_{accepted}_0", "subscribed": []}
-        await ws.send_message(json.dumps(welcome))
-        await ws.aclose(1001, "server shutting down")
+        # On a loaded machine the client may give up on a slow handshake and go first: this
+        # test server must then end quietly (the client's sockets are what is counted).
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send_message(json.dumps(welcome))
+            await ws.aclose(1001, "server shutting down")
 
     server: WebSocketServer = await nursery.start(
         partial(serve_websocket, welcome_then_close, "127.0.0.1", 0, ssl_context=None)
