@@ -40,7 +40,6 @@ from broadcaster.broadcast.topics import Topic
 from broadcaster.config import Settings, env_name, flag_name
 from broadcaster.ops.metrics import build_registry
 from broadcaster.sources.base import StatementResult
-from broadcaster.sources.health import SourceHealth
 
 REPO = Path(__file__).resolve().parent.parent
 OPERATIONS = REPO / "docs" / "operations.md"
@@ -142,30 +141,8 @@ def service_parts(settings: Settings) -> tuple[Any, Any, Any]:
     names = list(settings.default_topics)
     source = _NeverQueried()
     topics = {name: Topic(name=name, query=f"q:{name}", shape=lambda r: r) for name in names}
-    build = getattr(service, "_build", None)
-    if build is not None:  # the composition root, since issue 10's refactoring
-        parts = build(settings, topics, source, _NoGc())
-        return parts.hub, parts.health, parts.loop
-    # Before it: the same wiring, written out in service.run.
-    from broadcaster.broadcast.loop import Broadcaster  # type: ignore[attr-defined]
-    from broadcaster.hub import Hub
-    from broadcaster.ws.connection import OutputLimits
-
-    hub = Hub(
-        names,
-        settings.default_topics,
-        broadcast_interval_ms=settings.broadcast_interval_ms,
-        max_connections=settings.max_connections,
-        output_limits=OutputLimits(  # type: ignore[call-arg]
-            max_messages=settings.outbox_messages,
-            max_bytes=settings.max_pending_output_bytes,
-            stall_timeout_s=settings.send_stall_timeout_ms / 1000,
-        ),
-        input_limits=service.input_limits(settings),
-    )
-    health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
-    loop = Broadcaster(hub, source, topics, health, interval_s=10, query_timeout_s=5)
-    return hub, health, loop
+    parts = service._build(settings, topics, source, _NoGc())
+    return parts.hub, parts.health, parts.loop
 
 
 def metric_families() -> list[tuple[str, str, str, tuple[str, ...]]]:
