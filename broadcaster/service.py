@@ -65,7 +65,7 @@ class RunningService:
     websocket: WebSocketEndpoint
     http_url: str
     hub: Hub
-    broadcaster: BroadcastLoop
+    loop: BroadcastLoop
     health: SourceHealth
 
 

@@ -247,7 +247,7 @@ class Probes:
             },
             "containers": {
                 "hub": container_sizes(self.running.hub),
-                "broadcaster": container_sizes(self.running.broadcaster),
+                "loop": container_sizes(self.running.loop),
                 "health": container_sizes(self.running.health),
             },
             "hub_totals": self.running.hub.counters.as_dict(),

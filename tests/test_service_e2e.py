@@ -99,11 +99,11 @@ async def test_subscribe_unsubscribe_and_latest_value_at_once(start_service: Sta
         # A second client subscribing to the followed topic gets the cached value at once.
         async with connect(ws_url(service)) as second:
             await wait_for(second, is_update("overview"))
-            queries_before = service.broadcaster.states["cpu"].queries
+            queries_before = service.loop.states["cpu"].queries
             await send_json(second, {"type": "subscribe", "topics": ["cpu"]})
             cached = await wait_for(second, is_update("cpu"), timeout_s=5)
             assert cached["seq"] == update["seq"]
-            assert service.broadcaster.states["cpu"].queries == queries_before
+            assert service.loop.states["cpu"].queries == queries_before
 
 
 async def test_ping_gets_pong_with_its_id(start_service: StartService) -> None:

@@ -34,7 +34,7 @@ async def test_no_query_without_subscribers_and_one_per_topic_per_tick(
     before = await query_requests(influxd)
     await trio.sleep(2 * INTERVAL_MS / 1000)  # nothing to wait for: silence is the point
     assert await query_requests(influxd) - before == 1
-    assert service.broadcaster.ticks >= 1
+    assert service.loop.ticks >= 1
 
     url = f"ws://127.0.0.1:{service.websocket.port}/ws"
     seqs: dict[int, dict[str, int]] = {}
