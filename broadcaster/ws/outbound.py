@@ -156,11 +156,17 @@ class Outbound:
         if self._queue or self._fd < 0:
             self._enqueue(item)
             return
-        wire = item.wire
+        self._send_now(item, item.wire)
+
+    def _send_now(self, item: Outgoing, wire: bytes) -> bool:
+        """The direct path, shared by :meth:`push` and :meth:`fan_out`: write ``wire`` to the
+        socket now and keep what the kernel did not take; False if the peer is gone."""
         written = self._write(wire)
-        if written < 0 or written == len(wire):
-            return
-        self._keep_rest(item, written)
+        if written < 0:
+            return False
+        if written != len(wire):
+            self._keep_rest(item, written)
+        return True
 
     def _keep_rest(self, item: Outgoing, written: int) -> None:
         """The kernel took part of ``item``: the rest must follow before any other frame."""
@@ -295,27 +301,16 @@ class Outbound:
 
         The broadcast's hot loop, kept to one object per connection: a connection with nothing
         queued gets the shared frame written at once; one that is behind has it queued (where it
-        replaces an older unsent update of the topic); a closing one is skipped. It is
-        :meth:`push`'s direct path written out once for all subscribers (no call per client):
-        what the kernel does not take goes through the same ``_keep_rest``, ``_enqueue`` and
-        ``_lost`` as a pushed frame's.
+        replaces an older unsent update of the topic); a closing one is skipped. The write is
+        :meth:`push`'s own (``_send_now``), so a broadcast frame and a pushed one take the same
+        path through partial writes (``_keep_rest``), queueing and a vanished peer (``_lost``).
         """
         wire = frame.wire
-        size = len(wire)
-        write = os.write
         delivered = 0
         for out in outbounds:
-            fd = out.direct_fd
-            if fd >= 0:
-                try:
-                    written = write(fd, wire)
-                except BlockingIOError:
-                    written = 0
-                except OSError:
-                    out._lost()
+            if out.direct_fd >= 0:
+                if not out._send_now(frame, wire):
                     continue
-                if written != size:
-                    out._keep_rest(frame, written)
             elif out.accepting:
                 out._enqueue(frame)
             else:
