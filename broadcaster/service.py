@@ -136,7 +136,11 @@ async def serve(
             await _run(
                 parts, stop if stop is not None else trio.Event(), handle_signals, task_status
             )
-    log.info("service stopped", **parts.hub.counters.as_dict())
+    log.info(
+        "service stopped",
+        **parts.hub.counters.as_dict(),
+        connection_errors=parts.hub.containment.counts(),
+    )
 
 
 def _influxql(settings: Settings, client: httpx.AsyncClient) -> InfluxQLSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 
 import trio
 import trio.testing
@@ -12,9 +13,11 @@ from structlog.testing import capture_logs
 
 from broadcaster.ops.stats import log_stats
 from broadcaster.protocol import CloseCode, iso_from_unix_ms
+from broadcaster.service import serve
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
 from tests.fakes import FakeSource, make_hub, open_connection
+from tests.services import make_settings
 
 
 async def test_one_stats_line_per_interval_only_while_clients_are_connected(
@@ -104,3 +107,16 @@ def test_a_library_exception_keeps_its_traceback_in_json() -> None:
     assert line["level"] == "error"
     assert line["exception"].startswith("Traceback (most recent call last):")
     assert line["exception"].endswith("ZeroDivisionError: division by zero")
+
+
+async def test_the_stopped_line_carries_the_totals_and_the_connection_errors() -> None:
+    stop = trio.Event()
+    with capture_logs() as logs:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, make_settings(), stop=stop, source=FakeSource()))
+            stop.set()
+    (stopped,) = [entry for entry in logs if entry["event"] == "service stopped"]
+    assert stopped["connections_created"] == 0
+    assert stopped["connection_errors"] == dict.fromkeys(
+        ("handshake", "reader", "handler", "flusher", "heartbeat", "lifecycle", "http"), 0
+    )
