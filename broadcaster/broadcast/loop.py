@@ -176,8 +176,12 @@ class BroadcastLoop:
             read = _internal_failure(name, exc)
         state.seq += 1
         outcome = self._encode(name, state.seq, read) if isinstance(read, _Value) else read
-        self._record(name, state, outcome)
-        self._publish(name, state, outcome)
+        try:
+            self._record(name, state, outcome)
+            self._publish(name, state, outcome)
+        except Exception:  # a bug in recording or fanning out this topic: contained to it
+            state.failures += 1
+            log.exception("topic refresh failed", topic=name)
 
     async def _read(self, name: str) -> _Value | _Failure:
         """Query and shape one topic's value, or say why not, within the query timeout."""

@@ -282,6 +282,41 @@ async def test_a_topic_whose_value_cannot_be_built_fails_alone(
     assert loop.states["bad"].seq == 3
 
 
+async def test_a_topic_whose_fan_out_raises_fails_alone(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = FakeSource()
+    hub = make_hub(["good", "bad"], defaults=["good", "bad"])
+    publish = hub.publish
+
+    def publish_failing_for_bad(topic: str, frame: Any) -> int:
+        if topic == "bad":
+            raise Boom("a bug in the fan-out")
+        return publish(topic, frame)
+
+    monkeypatch.setattr(hub, "publish", publish_failing_for_bad)
+    health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
+    loop = BroadcastLoop(
+        hub, source, make_topics("good", "bad"), health, interval_s=10, query_timeout_s=5
+    )
+    client = open_connection(hub)
+    messages: list[dict[str, Any]] = []
+
+    async def read_every_second() -> None:
+        while True:
+            await trio.sleep(1)
+            messages.extend(sent_messages(client))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_every_second)
+        with trio.move_on_after(25):
+            await loop.run()
+        nursery.cancel_scope.cancel()
+    good = [m["seq"] for m in messages if m.get("topic") == "good"]
+    assert good == [1, 2, 3]  # the loop went on: the first refresh, then two ticks
+    assert loop.states["bad"].failures == 3
+
+
 # --- the HTTP port: one connection's failure inside hypercorn stays that connection's ----------
 
 
