@@ -39,12 +39,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 REFUSE_CLOSE_TIMEOUT_S = 2.0
 # The client left: expected at any point, never a failure.
 _PEER_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
-_BAD_REQUEST_BODY = b"bad request\n"
-_BAD_REQUEST = (
-    b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s"
-    % (len(_BAD_REQUEST_BODY), _BAD_REQUEST_BODY)
-)
+_BAD_REQUEST = handshake.reject_response(handshake.Reject(400, "bad request"))
 _CLOSE_1011 = CloseFrame(CloseCode.INTERNAL_ERROR, "internal error").wire
 
 
