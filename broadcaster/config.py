@@ -6,6 +6,7 @@ Every field is a command-line flag (``ws_port`` -> ``--ws-port``) and an environ
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,8 @@ from pydantic import (
 from broadcaster.errors import ConfigError
 
 ENV_PREFIX = "BROADCASTER_"
+# scheme://host[:port], as browsers send it in Origin (lowercase scheme, no path).
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveMs = Annotated[int, Field(gt=0, le=86_400_000)]
@@ -96,6 +99,50 @@ class Settings(BaseModel):
     default_topics: tuple[str, ...] = Field(
         ("overview", "regressions"), description="topics a new connection is subscribed to"
     )
+    # --- security (docs/operations.md, "Security") -------------------------------------------
+    auth_mode: Literal["none", "jwt"] = Field(
+        "none",
+        description="none: anyone who reaches the port may subscribe; jwt: a token is needed",
+    )
+    jwt_secret_file: Path | None = Field(
+        None, description="file holding the HS256/384/512 shared secret (jwt mode)"
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM file holding the RSA, EC or Ed25519 public key (jwt mode)"
+    )
+    jwks_url: AnyHttpUrl | None = Field(
+        None, description="URL of a JSON Web Key Set, cached and refetched for unknown kids"
+    )
+    jwt_algorithms: tuple[str, ...] = Field(
+        (), description="accepted JWT algorithms (default: those of the key's kind; never none)"
+    )
+    jwt_audience: str | None = Field(None, description="when set, tokens must carry this aud")
+    jwt_issuer: str | None = Field(None, description="when set, tokens must carry this iss")
+    auth_timeout_ms: PositiveMs = Field(
+        5000, description="time a client has to present a token (then closed with 4001)"
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        (),
+        description="browser Origins allowed to connect (exact origins, or *); default: the "
+        "Origin's host must be the Host header's host",
+    )
+    max_connections_per_ip: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        0, description="connections one address may hold; over it: 1013 (0: unlimited)"
+    )
+    max_connections_per_identity: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        0,
+        description="connections one token sub may hold; a newer one closes the oldest with "
+        "4009 (0: unlimited)",
+    )
+    admin_token_file: Path | None = Field(
+        None,
+        description="file of one or two admin tokens; /api/websocket/status and /metrics then "
+        "need 'Authorization: Bearer <token>'",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain: both servers speak TLS (wss://, https://)"
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of --tls-cert-file")
     log_format: Literal["json", "console"] = Field("json", description="log line format")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="lowest level logged"
@@ -108,14 +155,23 @@ class Settings(BaseModel):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("default_topics", mode="before")
+    @field_validator("default_topics", "jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
     def _split_topics(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
 
-    @field_validator("topics_file", mode="before")
+    @field_validator(
+        "topics_file",
+        "jwt_secret_file",
+        "jwt_public_key_file",
+        "jwks_url",
+        "admin_token_file",
+        "tls_cert_file",
+        "tls_key_file",
+        mode="before",
+    )
     @classmethod
     def _empty_means_no_file(cls, value: Any) -> Any:
         # Given but empty means "none" (as for --default-topics), so that `--topics-file ""`
@@ -142,7 +198,43 @@ class Settings(BaseModel):
             )
         if self.influx_password and not self.influx_username:
             raise _FieldProblem("influx_password", "***", "needs --influx-username too")
+        self._check_security()
         return self
+
+    def _check_security(self) -> None:
+        keys = [
+            name
+            for name in ("jwt_secret_file", "jwt_public_key_file", "jwks_url")
+            if getattr(self, name) is not None
+        ]
+        if self.auth_mode == "jwt" and len(keys) != 1:
+            raise _FieldProblem(
+                "auth_mode",
+                self.auth_mode,
+                "jwt needs exactly one of --jwt-secret-file, --jwt-public-key-file, --jwks-url"
+                + (f" (given: {', '.join(flag_name(k) for k in keys)})" if keys else ""),
+            )
+        if "none" in (algorithm.lower() for algorithm in self.jwt_algorithms):
+            raise _FieldProblem(
+                "jwt_algorithms", ",".join(self.jwt_algorithms), "'none' is never accepted"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            given = "tls_cert_file" if self.tls_cert_file is not None else "tls_key_file"
+            raise _FieldProblem(
+                given, str(getattr(self, given)), "--tls-cert-file and --tls-key-file go together"
+            )
+        for origin in self.allowed_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise _FieldProblem(
+                    "allowed_origins",
+                    ",".join(self.allowed_origins),
+                    f"{origin!r} is not an origin such as https://noc.example.com (or *)",
+                )
+
+    @property
+    def tls(self) -> bool:
+        """Whether both servers speak TLS."""
+        return self.tls_cert_file is not None
 
     @property
     def influx_base_url(self) -> str:

@@ -34,7 +34,8 @@ class Counters:
         "WebSocket connections closed", json="totalConnectionsClosed"
     )
     connections_refused: int = _counter(
-        "WebSocket connections refused (capacity or shutdown)", json="totalConnectionsRefused"
+        "WebSocket connections refused (capacity, per-address cap or shutdown)",
+        json="totalConnectionsRefused",
     )
     broadcasts: int = _counter("metrics_update messages handed to clients", json="totalBroadcasts")
     errors: int = _counter("error messages sent to clients", json="totalErrors")
@@ -50,6 +51,23 @@ class Counters:
     )
     oversized_messages: int = _counter(
         "connections closed for an oversized message (1009)", json="oversizedMessages"
+    )
+    origins_refused: int = _counter(
+        "WebSocket handshakes refused for their Origin (HTTP 403)", json="originsRefused"
+    )
+    auth_failures: int = _counter(
+        "connections closed for a missing or invalid token (4001)", json="authFailures"
+    )
+    tokens_expired: int = _counter(
+        "connections closed because their token expired (4005)", json="tokensExpired"
+    )
+    connections_replaced: int = _counter(
+        "connections closed for a newer one of the same identity (4009)",
+        json="connectionsReplaced",
+    )
+    forbidden_subscriptions: int = _counter(
+        "subscribe requests refused by the token's topics or tenant (forbidden_topic)",
+        json="forbiddenSubscriptions",
     )
 
     def as_dict(self) -> dict[str, int]:

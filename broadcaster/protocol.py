@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, overload
 
@@ -24,6 +24,8 @@ import orjson
 MAX_TOPICS_PER_MESSAGE = 100
 MAX_TOPIC_NAME_CHARS = 128
 MAX_PING_ID_CHARS = 128
+# A JWT in an auth message: far above any real token, far below the message size limit.
+MAX_TOKEN_CHARS = 16384
 # An invalid_topic error names this many unknown topics and counts the rest.
 MAX_UNKNOWN_TOPICS_NAMED = 3
 # orjson reads integers outside [-2**63, 2**64) as floats, so a float this large may be an
@@ -45,6 +47,8 @@ class ErrorCode(enum.StrEnum):
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     RATE_LIMITED = "rate_limited"
     INFLUXDB_UNAVAILABLE = "influxdb_unavailable"
+    INVALID_TOKEN = "invalid_token"
+    FORBIDDEN_TOPIC = "forbidden_topic"
 
 
 class FailureCause(enum.StrEnum):
@@ -70,7 +74,10 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013
     HEARTBEAT_TIMEOUT = 4000
+    AUTH_FAILED = 4001  # do not reconnect with the same token
+    TOKEN_EXPIRED = 4005  # reconnect with a fresh token
     SLOW_CONSUMER = 4008
+    REPLACED = 4009  # the same identity opened a newer connection
 
 
 def iso_now() -> str:
@@ -113,17 +120,41 @@ def welcome(
     topics: list[str],
     subscribed: list[str],
     broadcast_interval_ms: int,
+    *,
+    identity: WelcomeIdentity | None = None,
 ) -> str:
-    """First message on every connection."""
+    """First message on every connection (with ``--auth-mode jwt``, after a valid token).
+
+    ``topics`` are the topics this connection may subscribe to; ``identity`` adds the
+    token's ``identity`` and ``authExpiresAt``.
+    """
+    message: dict[str, Any] = {
+        "type": "welcome",
+        "connectionId": connection_id,
+        "timestamp": iso_now(),
+        "topics": topics,
+        "subscribed": subscribed,
+        "broadcastIntervalMs": broadcast_interval_ms,
+    }
+    if identity is not None:
+        message["identity"] = {"sub": identity.sub, "tenant": identity.tenant}
+        message["authExpiresAt"] = iso_from_unix_ms(identity.expires_at_unix_s * 1000)
+    return _encode(message)
+
+
+@dataclass(frozen=True, slots=True)
+class WelcomeIdentity:
+    """What ``welcome`` says of the connection's token."""
+
+    sub: str
+    tenant: str | None
+    expires_at_unix_s: float
+
+
+def auth_refreshed(expires_at_unix_s: float) -> str:
+    """Answer to an ``auth`` message that replaced the connection's token."""
     return _encode(
-        {
-            "type": "welcome",
-            "connectionId": connection_id,
-            "timestamp": iso_now(),
-            "topics": topics,
-            "subscribed": subscribed,
-            "broadcastIntervalMs": broadcast_interval_ms,
-        }
+        {"type": "auth_refreshed", "authExpiresAt": iso_from_unix_ms(expires_at_unix_s * 1000)}
     )
 
 
@@ -227,7 +258,14 @@ class Unsubscribe:
     topics: tuple[str, ...]
 
 
-ClientMessage = Ping | Subscribe | Unsubscribe
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """``{"type": "auth", "token": str}``: the first message, or a refresh at any time."""
+
+    token: str = field(repr=False)  # never in a log line
+
+
+ClientMessage = Ping | Subscribe | Unsubscribe | Auth
 
 
 class ProtocolViolation(Exception):
@@ -266,10 +304,21 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return Subscribe(_topic_list(message))
     if kind == "unsubscribe":
         return Unsubscribe(_topic_list(message))
+    if kind == "auth":
+        return Auth(_token(message.get("token")))
     raise ProtocolViolation(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown message type {kind[:64]!r}; expected ping, subscribe or unsubscribe",
+        f"unknown message type {kind[:64]!r}; expected ping, subscribe, unsubscribe or auth",
     )
+
+
+def _token(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOKEN_CHARS:
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE,
+            f"'token' must be a string of 1 to {MAX_TOKEN_CHARS} characters",
+        )
+    return value
 
 
 def _ping_id(value: object) -> PingId:

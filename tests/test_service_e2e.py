@@ -130,7 +130,7 @@ TOPICS_LIST = "'topics' must be a non-empty list of topic names"
         (
             '{"type": "dance"}',
             "unknown_type",
-            "unknown message type 'dance'; expected ping, subscribe or unsubscribe",
+            "unknown message type 'dance'; expected ping, subscribe, unsubscribe or auth",
         ),
         ('{"type": "subscribe"}', "invalid_message", TOPICS_LIST),
         ('{"type": "subscribe", "topics": "cpu"}', "invalid_message", TOPICS_LIST),
