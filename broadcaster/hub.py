@@ -149,9 +149,23 @@ class Hub:
         return f"ws_{next(self._ids)}_{int(time.time() * 1000)}"
 
     def register(self, connection: Connection) -> None:
-        """Track a new connection, queue its welcome and subscribe it to the defaults."""
+        """Track a new connection (it counts against the caps from now on).
+
+        It gets nothing yet: :meth:`admit` sends its welcome once it may be served (at once
+        without authentication, after a valid token with it).
+        """
         self._connections[connection.id] = connection
         self.counters.connections_created += 1
+        log.info(
+            "connection opened",
+            connection_id=connection.id,
+            ip=connection.client_info.ip,
+            user_agent=connection.client_info.user_agent,
+            active=len(self._connections),
+        )
+
+    def admit(self, connection: Connection) -> None:
+        """Queue a registered connection's welcome and subscribe it to the default topics."""
         connection.offer(
             Frame(
                 protocol.welcome(
@@ -163,13 +177,6 @@ class Hub:
             )
         )
         self._add_subscriptions(connection, self.default_topics)
-        log.info(
-            "connection opened",
-            connection_id=connection.id,
-            ip=connection.client_info.ip,
-            user_agent=connection.client_info.user_agent,
-            active=len(self._connections),
-        )
 
     def close(self, connection: Connection) -> None:
         """Forget a connection once it has closed, and tell ``on_closed``."""

@@ -102,6 +102,7 @@ def open_connection(hub: PolicyHub) -> Connection:
         hub.new_connection_id(), ClientInfo(user_agent="test", ip="127.0.0.1"), hub.policy
     )
     hub.register(connection)
+    hub.admit(connection)
     return connection
 
 

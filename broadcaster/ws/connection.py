@@ -39,6 +39,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
 
 from broadcaster import protocol
+from broadcaster.auth.identity import Identity
 from broadcaster.containment import Stage
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation
 from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
@@ -97,6 +98,8 @@ class Connection:
         self.last_error: str | None = None
         self.last_ping_rtt_ms: float | None = None
         self.subscriptions: set[str] = set()
+        # Who holds the connection, once a valid token is presented (--auth-mode jwt).
+        self.identity: Identity | None = None
         self.dropped_messages = 0
         self.closing: CloseRecord | None = None
         # Bound methods make a cycle Connection -> Outbound -> Connection: Outbound.detach()

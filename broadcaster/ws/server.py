@@ -145,6 +145,7 @@ async def _serve_accepted(
         return
     connection = Connection(hub.new_connection_id(), accepted.client_info, policy)
     hub.register(connection)
+    hub.admit(connection)
     try:
         await connection.serve(stream, accepted.ws, hub)
     finally:
