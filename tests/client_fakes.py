@@ -4,7 +4,12 @@ The transport is ``trio.testing.memory_stream_pair()`` and both ends speak the r
 WebSocket protocol through trio-websocket (``wrap_client_stream`` in the client,
 ``wrap_server_stream`` here), so no socket is involved and ``MockClock(autojump_threshold=0)``
 can run hours of backoff in no time. The test scripts the server: up or refusing, answering
-pings or not, and cutting, closing or shutting down connections.
+pings or not, and cutting, closing or shutting down connections. With ``token_lifetime_s``
+set it plays a service with ``--auth-mode jwt`` as far as the client can tell: its welcome
+says ``identity`` and ``authExpiresAt``, and it answers ``auth`` refreshes (accepting them or
+not, as ``accept_refresh`` says); ``require_token`` closes a handshake without a token with
+4001. It checks no signature (tests/client/test_client_auth_service.py
+runs the client against the real service with real tokens).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -20,6 +26,8 @@ from typing import Any
 import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
+
+from broadcaster.protocol import iso_from_unix_ms
 
 JSON = dict[str, Any]
 
@@ -32,12 +40,19 @@ class ServerSide:
     ws: WebSocketConnection
     stream: trio.abc.Stream
     opened_at: float
+    headers: dict[str, str] = field(default_factory=dict)
     received: list[JSON] = field(default_factory=list)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     closed: trio.Event = field(default_factory=trio.Event)
 
     def messages(self, kind: str) -> list[JSON]:
         return [m for m in self.received if m.get("type") == kind]
+
+    @property
+    def bearer(self) -> str | None:
+        """The token of the handshake's ``Authorization: Bearer`` header, if any."""
+        value = self.headers.get("authorization")
+        return value.removeprefix("Bearer ") if value is not None else None
 
     async def send(self, message: JSON) -> None:
         await self.ws.send_message(json.dumps(message))
@@ -74,6 +89,9 @@ class FakeBroadcaster:
         self.answer_pings = True
         self.pong_delay_s = 0.0
         self.default_topics = ["overview", "regressions"]
+        self.token_lifetime_s: float | None = None
+        self.accept_refresh = True
+        self.require_token = False
         self.attempts: list[float] = []
         self.connections: list[ServerSide] = []
 
@@ -101,10 +119,16 @@ class FakeBroadcaster:
             except ConnectionClosed:
                 nursery.cancel_scope.cancel()
                 return
-            side = ServerSide(len(self.connections) + 1, ws, stream, trio.current_time())
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1")
+                for name, value in request.headers
+            }
+            side = ServerSide(len(self.connections) + 1, ws, stream, trio.current_time(), headers)
             self.connections.append(side)
             with side.scope:
                 try:
+                    if self.require_token and side.bearer is None:
+                        await side.close(4001, "no token")
                     await side.send(self._welcome(side))
                     while True:
                         message = json.loads(await ws.get_message())
@@ -112,6 +136,8 @@ class FakeBroadcaster:
                         self._changed.unpark_all()
                         if message.get("type") == "ping" and self.answer_pings:
                             nursery.start_soon(self._pong, side, message.get("id"))
+                        if message.get("type") == "auth":
+                            await side.send(self._refresh_answer())
                 except ConnectionClosed:
                     pass
             side.closed.set()
@@ -121,7 +147,7 @@ class FakeBroadcaster:
         await stream.aclose()
 
     def _welcome(self, side: ServerSide) -> JSON:
-        return {
+        welcome: JSON = {
             "type": "welcome",
             "connectionId": f"ws_{side.number}_1767225600000",
             "timestamp": "2026-01-01T00:00:00.000Z",
@@ -129,6 +155,20 @@ class FakeBroadcaster:
             "subscribed": list(self.default_topics),
             "broadcastIntervalMs": 10_000,
         }
+        if self.token_lifetime_s is not None:
+            welcome["identity"] = {"sub": "alice", "tenant": None}
+            welcome["authExpiresAt"] = self._expires_at()
+        return welcome
+
+    def _expires_at(self) -> str:
+        # The client reads how long is left from the wall clock, then waits in trio time.
+        assert self.token_lifetime_s is not None
+        return iso_from_unix_ms((time.time() + self.token_lifetime_s) * 1000)
+
+    def _refresh_answer(self) -> JSON:
+        if self.accept_refresh:
+            return {"type": "auth_refreshed", "authExpiresAt": self._expires_at()}
+        return {"type": "error", "code": "invalid_token", "message": "token expired"}
 
     async def _pong(self, side: ServerSide, ping_id: Any) -> None:
         await trio.sleep(self.pong_delay_s)

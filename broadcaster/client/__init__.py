@@ -9,9 +9,10 @@
             print(update.topic, update.seq, update.stale, update.data)
 
 Modules: ``client`` (the API), ``loop`` (connect, serve, reconnect), ``link`` (one
-connection and its clean close), ``backoff`` (policies and delay arithmetic), ``status``
-(states and watching them), ``mailbox`` (latest update per topic), ``messages`` (wire
-format), ``watch`` (the ``broadcaster watch`` terminal tail).
+connection and its clean close), ``auth`` (tokens and when to refresh them), ``backoff``
+(policies and delay arithmetic), ``status`` (states and watching them), ``mailbox`` (latest
+update per topic), ``messages`` (wire format), ``watch`` (the ``broadcaster watch`` terminal
+tail).
 
 The client logs through the standard ``logging`` module, to loggers under
 ``broadcaster.client``, and prints nothing unless the application configures logging.
@@ -19,12 +20,14 @@ The client logs through the standard ``logging`` module, to loggers under
 
 import logging
 
+from broadcaster.client.auth import TokenProvider
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.client import BroadcasterClient, open_client
 from broadcaster.client.link import Connector
 from broadcaster.client.messages import MetricsUpdate
 from broadcaster.client.status import (
     ClientStatus,
+    ClientStopped,
     ConnectionQuality,
     ConnectionState,
     quality_for_rtt,
@@ -37,12 +40,14 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "BroadcasterClient",
     "ClientStatus",
+    "ClientStopped",
     "ConnectionQuality",
     "ConnectionState",
     "Connector",
     "HeartbeatPolicy",
     "MetricsUpdate",
     "ReconnectPolicy",
+    "TokenProvider",
     "open_client",
     "quality_for_rtt",
 ]

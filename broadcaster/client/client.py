@@ -12,18 +12,26 @@ The connection loop itself is in :mod:`broadcaster.client.loop`.
 from __future__ import annotations
 
 import random
+import ssl
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import NoReturn
 
 import trio
 
+from broadcaster.client.auth import TokenProvider, TokenSource
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.link import Connector, parse_url, tcp_connector
 from broadcaster.client.loop import ConnectionLoop, LoopOptions
 from broadcaster.client.mailbox import LatestPerTopic
 from broadcaster.client.messages import JSON, MetricsUpdate, topic_requests
-from broadcaster.client.status import ClientStatus, ConnectionState, StatusBoard, StatusChanges
+from broadcaster.client.status import (
+    ClientStatus,
+    ClientStopped,
+    ConnectionState,
+    StatusBoard,
+    StatusChanges,
+)
 from broadcaster.client.subscriptions import Subscriptions
 from broadcaster.protocol import MAX_TOPIC_NAME_CHARS
 
@@ -49,7 +57,9 @@ class BroadcasterClient:
     ``async for update in client`` yields the :class:`MetricsUpdate` of the subscribed
     topics. When the caller is slower than the updates, only the latest update of each
     topic waits (see :mod:`broadcaster.client.mailbox`); ``dropped_updates`` counts the
-    others. The iteration ends when the client is closed.
+    others. The iteration ends when the client is closed, and raises
+    :class:`~broadcaster.client.status.ClientStopped` once the server closed with 4001 or 4009
+    (state ``stopped``: the client does not reconnect).
     """
 
     def __init__(
@@ -68,11 +78,17 @@ class BroadcasterClient:
             ClientStatus(ConnectionState.CONNECTING, options.reconnect.max_attempts), on_status
         )
         self._loop = ConnectionLoop(options, self._topics, self._mailbox, self._board, rng)
+        self._stopped: ClientStopped | None = None
 
     @property
     def status(self) -> ClientStatus:
         """The current status snapshot."""
         return self._board.current
+
+    @property
+    def stopped(self) -> ClientStopped | None:
+        """Why the client stopped (state ``stopped``), or None while it keeps connecting."""
+        return self._stopped
 
     def status_changes(self) -> StatusChanges:
         """``async for status in client.status_changes()``: the current status, then the
@@ -85,11 +101,15 @@ class BroadcasterClient:
         (latest wins, so a state that lasts no time at all may be missed).
 
         Raises:
+            ClientStopped: the client stopped first (4001 or 4009), and ``predicate`` does
+                not hold for the ``stopped`` status.
             trio.ClosedResourceError: the client was closed first.
         """
         async for status in self.status_changes():
             if predicate(status):
                 return status
+            if self._stopped is not None:
+                raise self._stopped
         raise trio.ClosedResourceError("client closed")
 
     @property
@@ -137,7 +157,9 @@ class BroadcasterClient:
             raise StopAsyncIteration from None
 
     async def _run(self) -> None:
-        await self._loop.run()
+        self._stopped = await self._loop.run()
+        self._mailbox.close(self._stopped)
+        self._board.close()
 
     def _close(self) -> None:
         self._mailbox.close()
@@ -159,6 +181,8 @@ async def open_client(
     close_timeout_s: float = 2.0,
     max_message_bytes: int = 16 * 1024 * 1024,
     max_pending_topics: int = 1024,
+    token: str | TokenProvider | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[BroadcasterClient]:
     """A client of the broadcaster at ``url``, subscribed to ``topics`` (or, without them, to
     the service's default topics).
@@ -185,21 +209,32 @@ async def open_client(
         close_timeout_s: deadline of the close handshake.
         max_message_bytes: largest server message accepted (topics can exceed 1 MiB).
         max_pending_topics: most topics with an update waiting for the caller.
+        token: for a service with ``--auth-mode jwt``: a token (JWT), or a provider, a
+            function returning one or an awaitable of one. A provider is called before every
+            connection attempt and again before the token expires, to refresh it in-band
+            (after 80 % of its remaining lifetime; :mod:`broadcaster.client.auth`). The token
+            goes in the handshake's ``Authorization: Bearer`` header, never in the URL. A
+            fixed string is never refreshed.
+        ssl_context: for ``wss://``: the TLS settings, e.g.
+            ``ssl.create_default_context(cafile="ca.pem")`` for a private CA. Default: the
+            system's CAs, certificate and host name checked. Ignored with ``connect``.
 
     Raises:
-        ValueError: a bad URL or topic name.
+        ValueError: a bad URL or topic name, or an empty token.
+        TypeError: ``token`` is neither a string nor a callable.
     """
     target = parse_url(url)
     options = LoopOptions(
         url=url,
         target=target,
-        connect=connect if connect is not None else tcp_connector(target),
+        connect=connect if connect is not None else tcp_connector(target, ssl_context),
         reconnect=reconnect,
         heartbeat=heartbeat,
         connect_timeout_s=connect_timeout_s,
         close_timeout_s=close_timeout_s,
         max_message_bytes=max_message_bytes,
         on_error=on_error,
+        token=TokenSource(token),
     )
     client = BroadcasterClient(
         options,

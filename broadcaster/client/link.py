@@ -32,6 +32,7 @@ from trio_websocket import (
 )
 
 from broadcaster import __version__
+from broadcaster.client.auth import TokenUnavailable
 
 USER_AGENT = f"broadcaster-client/{__version__} (python; trio-websocket)"
 """Sent in the handshake's ``User-Agent`` header, so the service's status API and logs tell
@@ -72,16 +73,19 @@ def parse_url(url: str) -> Target:
     return Target(parts.hostname, port, resource, secure)
 
 
-def tcp_connector(target: Target) -> Connector:
-    """The default connector: TCP to the target, with TLS for ``wss://``."""
+def tcp_connector(target: Target, ssl_context: ssl.SSLContext | None = None) -> Connector:
+    """The default connector: TCP to the target, with TLS for ``wss://``.
+
+    ``ssl_context``: for ``wss://``, the TLS settings, e.g. a context that trusts a private
+    CA (``ssl.create_default_context(cafile=...)``); default: the system's CAs, with the
+    certificate and host name checked.
+    """
+    context = ssl_context if ssl_context is not None else ssl.create_default_context()
 
     async def connect() -> trio.abc.Stream:
         if target.secure:
             return await trio.open_ssl_over_tcp_stream(
-                target.host,
-                target.port,
-                ssl_context=ssl.create_default_context(),
-                https_compatible=True,
+                target.host, target.port, ssl_context=context, https_compatible=True
             )
         return await trio.open_tcp_stream(target.host, target.port)
 
@@ -105,8 +109,11 @@ async def open_link(
     deadline: float,
     close_timeout_s: float,
     max_message_bytes: int,
+    token: str | None = None,
 ) -> AsyncIterator[Link]:
     """Connect and complete the WebSocket handshake before ``deadline`` (trio time).
+
+    ``token`` goes in the handshake as ``Authorization: Bearer <token>``.
 
     On exit the close handshake is tried for at most ``close_timeout_s`` (shielded, so it
     also runs when cancelled), then the stream is closed and the reader task cancelled.
@@ -122,6 +129,9 @@ async def open_link(
         with trio.fail_at(deadline):
             stream = await connect()
         link: Link | None = None
+        headers = [(b"User-Agent", USER_AGENT.encode("ascii"))]
+        if token is not None:
+            headers.append((b"Authorization", f"Bearer {token}".encode()))
         try:
             with trio.fail_at(deadline):
                 # trio-websocket types the stream as a socket or TLS stream; any
@@ -131,7 +141,7 @@ async def open_link(
                     cast(Any, stream),
                     target.host_header,
                     target.resource,
-                    extra_headers=[(b"User-Agent", USER_AGENT.encode("ascii"))],
+                    extra_headers=headers,
                     max_message_size=max_message_bytes,
                 )
             link = Link(ws)
@@ -160,14 +170,28 @@ LINK_ERRORS = (
     trio.BrokenResourceError,
     trio.TooSlowError,
     LinkDead,
+    TokenUnavailable,
 )
+
+
+def _first(group: BaseExceptionGroup[Exception]) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def close_of(group: BaseExceptionGroup[Exception]) -> tuple[int, str] | None:
+    """The server's close code and reason, when a close frame ended the connection."""
+    exc = _first(group)
+    if isinstance(exc, ConnectionClosed) and exc.reason is not None:
+        return exc.reason.code, exc.reason.reason or ""
+    return None
 
 
 def describe_end(group: BaseExceptionGroup[Exception]) -> str:
     """Why a connection ended, in a few words, from what ended it."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
+    exc = _first(group)
     if isinstance(exc, ConnectionClosed):
         if exc.reason is None:
             return "connection closed"

@@ -5,11 +5,13 @@ Life of the loop (see :class:`~broadcaster.client.status.ConnectionState`)::
     connecting               --fails------------------> reconnecting (attempt 1/N)
     connected                --lost-------------------> reconnecting (attempt 1/N)
     connected                --server_shutdown--------> reconnecting (planned)
+    connected                --closed 4005------------> reconnecting (planned, token expired)
     reconnecting (planned)   --fails------------------> reconnecting (attempt 1/N)
     reconnecting (k/N)       --fails, k < N-----------> reconnecting (attempt k+1/N)
     reconnecting (N/N)       --fails------------------> server_down
     server_down              --probe fails------------> server_down (one more probe later)
     any attempt or probe     --welcome----------------> connected
+    any attempt or connected --closed 4001 or 4009----> stopped (terminal: no reconnection)
 
 Counting: attempt k is the k-th reconnection attempt in a row without a ``welcome``; it
 first waits ``min(cap, base * 2**(k-1))`` plus jitter. The first connection (made at once)
@@ -18,9 +20,19 @@ plus jitter) are not counted. A ``welcome`` resets the count. After N failed att
 server is declared down, and one probe is made every probe interval (plus jitter) until one
 gets a ``welcome``.
 
+Tokens (:mod:`broadcaster.client.auth`): each attempt asks the token source first and sends
+the token in the handshake. A ``4005 token expired`` close is planned like a
+``server_shutdown`` with ``reconnectAfterMs`` 0 (jitter only, so tokens that expire together
+do not bring their clients back in the same instant), and its attempt asks the provider for
+a fresh token. A 4001 (invalid or missing token: the same token would be refused again) or a
+4009 (replaced by a newer connection of the same identity: reconnecting would replace that
+one in turn) ends the loop in state ``stopped``.
+
 While connected, two tasks share the link: the receive loop (updates into the mailbox,
 pongs to the heartbeat) and the heartbeat (a ``ping`` every interval; no ``pong`` in time
-means the link is dead). The first to fail ends the link.
+means the link is dead). The first to fail ends the link. With a token provider and a
+``welcome`` that says ``authExpiresAt``, a third task refreshes the token in-band before it
+expires; a failed refresh is reported and the connection goes on until the expiry.
 
 Logging goes through the standard library's ``logging`` (logger ``broadcaster.client.loop``),
 not structlog: a library must not print in a program that did not ask for logs, and
@@ -37,13 +49,14 @@ import enum
 import itertools
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import trio
 from trio_websocket import ConnectionClosed
 
 from broadcaster.client import backoff
+from broadcaster.client.auth import TokenSource
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.link import (
     LINK_ERRORS,
@@ -51,6 +64,7 @@ from broadcaster.client.link import (
     Link,
     LinkDead,
     Target,
+    close_of,
     describe_end,
     open_link,
 )
@@ -63,10 +77,15 @@ from broadcaster.client.messages import (
     reconnect_after_s,
     topic_requests,
 )
-from broadcaster.client.status import ConnectionState, StatusBoard
+from broadcaster.client.refresh import TokenLease
+from broadcaster.client.status import ClientStopped, ConnectionState, StatusBoard
 from broadcaster.client.subscriptions import Subscriptions
+from broadcaster.protocol import CloseCode
 
 log = logging.getLogger(__name__)
+
+STOP_CODES = frozenset({CloseCode.AUTH_FAILED, CloseCode.REPLACED})
+"""Close codes after which reconnecting as is cannot help: the client stops."""
 
 
 class _Next(enum.Enum):
@@ -92,7 +111,9 @@ class _Attempt:
     welcomed: bool = False
     reconnect_after_s: float | None = None
     ended_by: str | None = None
+    closed_with: tuple[int, str] | None = None
     ping: _Ping | None = None
+    lease: TokenLease | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +129,7 @@ class LoopOptions:
     close_timeout_s: float
     max_message_bytes: int
     on_error: Callable[[JSON], None] | None
+    token: TokenSource
 
 
 class ConnectionLoop:
@@ -130,8 +152,9 @@ class ConnectionLoop:
         self._live: Link | None = None
         self._ping_ids = itertools.count(1)
 
-    async def run(self) -> None:
-        """Connect, serve, reconnect, until cancelled."""
+    async def run(self) -> ClientStopped:
+        """Connect, serve, reconnect, until cancelled or the server closes with a code in
+        :data:`STOP_CODES`; then the state is ``stopped`` and the reason is returned."""
         policy, failures, probes, kind = self._options.reconnect, 0, 0, _Next.FIRST
         while True:
             attempt = await self._connect_once()
@@ -139,8 +162,22 @@ class ConnectionLoop:
                 failures = 0
             elif kind is _Next.COUNTED:
                 failures += 1
-            lost = {"connection_id": None, "rtt_ms": None, "last_error": attempt.ended_by}
-            if attempt.reconnect_after_s is not None:
+            lost = {
+                "connection_id": None,
+                "rtt_ms": None,
+                "last_error": attempt.ended_by,
+                "auth_expires_at": None,
+                "token_expired": False,
+            }
+            code, reason = attempt.closed_with or (None, "")
+            if code in STOP_CODES:
+                return self._stop(code, reason, lost)
+            if code == CloseCode.TOKEN_EXPIRED:
+                kind = _Next.PLANNED
+                wait_s = backoff.planned_wait_s(policy, 0.0, self._rng)
+                state, counted = ConnectionState.RECONNECTING, 0
+                lost["token_expired"] = True
+            elif attempt.reconnect_after_s is not None:
                 kind = _Next.PLANNED
                 wait_s = backoff.planned_wait_s(policy, attempt.reconnect_after_s, self._rng)
                 state, counted = ConnectionState.RECONNECTING, 0
@@ -183,6 +220,24 @@ class ConnectionLoop:
             if kind is _Next.PROBE:
                 self._board.update(probing=True)
 
+    def _stop(self, code: int, reason: str, lost: Mapping[str, object]) -> ClientStopped:
+        stopped = ClientStopped(code, reason)
+        self._board.update(
+            state=ConnectionState.STOPPED,
+            attempt=0,
+            planned=False,
+            probing=False,
+            probes=0,
+            retry_in_s=None,
+            **lost,
+        )
+        log.error(
+            "stopped: %s; not reconnecting",
+            stopped,
+            extra={"url": self._options.url, "close_code": code, "reason": reason},
+        )
+        return stopped
+
     async def send_now(self, frames: Iterable[str]) -> None:
         """Send on the current connection, if there is one. A frame lost to a closing
         connection is not lost for good: the topics are sent again after the next welcome."""
@@ -201,6 +256,7 @@ class ConnectionLoop:
             await self._attempt(attempt)
         except* LINK_ERRORS as group:
             attempt.ended_by = describe_end(group)
+            attempt.closed_with = close_of(group)
         log.info(
             "connection ended: %s",
             attempt.ended_by,
@@ -211,12 +267,15 @@ class ConnectionLoop:
     async def _attempt(self, attempt: _Attempt) -> None:
         options = self._options
         deadline = trio.current_time() + options.connect_timeout_s
+        with trio.fail_at(deadline):
+            token = await options.token.get()
         async with open_link(
             options.connect,
             options.target,
             deadline=deadline,
             close_timeout_s=options.close_timeout_s,
             max_message_bytes=options.max_message_bytes,
+            token=token,
         ) as link:
             with trio.fail_at(deadline):
                 welcome = await self._wait_welcome(link)
@@ -235,10 +294,14 @@ class ConnectionLoop:
 
     async def _serve(self, link: Link, welcome: JSON, attempt: _Attempt) -> None:
         connection_id = welcome.get("connectionId")
+        lease = attempt.lease = TokenLease(self._board, self._options.url)
+        lease.expiry_known(welcome.get("authExpiresAt"))
         self._board.update(
             state=ConnectionState.CONNECTED,
             attempt=0,
             planned=False,
+            token_expired=False,
+            auth_error=None,
             probing=False,
             probes=0,
             retry_in_s=None,
@@ -263,6 +326,8 @@ class ConnectionLoop:
             await link.ws.send_message(frame)
         async with trio.open_nursery() as tasks:
             tasks.start_soon(self._heartbeat, link, attempt)
+            if lease.expires_at is not None and self._options.token.renewable:
+                tasks.start_soon(lease.keep_fresh, link, self._options.token)
             await self._receive(link, attempt)
 
     async def _receive(self, link: Link, attempt: _Attempt) -> None:
@@ -289,7 +354,12 @@ class ConnectionLoop:
             if ping is not None and message.get("id") == ping.id:
                 ping.answered_at = trio.current_time()
                 ping.answered.set()
+        elif kind == "auth_refreshed":
+            if attempt.lease is not None:
+                attempt.lease.on_refreshed(message)
         elif kind == "error":
+            if attempt.lease is not None:
+                attempt.lease.on_error(message)
             fields = {
                 "code": message.get("code"),
                 "server_message": message.get("message"),

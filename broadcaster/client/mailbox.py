@@ -28,6 +28,7 @@ class LatestPerTopic:
         self._max_topics = max_topics
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
+        self._error: Exception | None = None
         self.dropped = 0
         """Updates replaced (or evicted) before the caller took them."""
 
@@ -50,9 +51,11 @@ class LatestPerTopic:
         for topic in topics:
             self._pending.pop(topic, None)
 
-    def close(self) -> None:
-        """No more updates: ``get`` raises ``trio.EndOfChannel`` once the mailbox is empty."""
-        self._closed = True
+    def close(self, error: Exception | None = None) -> None:
+        """No more updates: ``get`` raises ``error``, or ``trio.EndOfChannel`` without one,
+        once the mailbox is empty. The first close decides."""
+        if not self._closed:
+            self._closed, self._error = True, error
         self._lot.unpark_all()
 
     async def get(self) -> MetricsUpdate:
@@ -60,11 +63,12 @@ class LatestPerTopic:
 
         Raises:
             trio.EndOfChannel: the mailbox is closed and empty.
+            Exception: the ``error`` the mailbox was closed with, once it is empty.
         """
         await trio.lowlevel.checkpoint()
         while not self._pending:
             if self._closed:
-                raise trio.EndOfChannel
+                raise self._error if self._error is not None else trio.EndOfChannel
             await self._lot.park()
         update = self._pending.pop(next(iter(self._pending)))
         if self._pending:

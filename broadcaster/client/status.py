@@ -31,6 +31,27 @@ class ConnectionState(enum.StrEnum):
     """Waiting before, or making, a reconnection attempt."""
     SERVER_DOWN = "server_down"
     """``max_attempts`` attempts failed in a row; probing on a slow schedule (half-open)."""
+    STOPPED = "stopped"
+    """The server said not to reconnect (close 4001: invalid or missing token; 4009: replaced
+    by a newer connection of the same identity). Terminal: ``last_error`` says why, and the
+    client's iteration raises :class:`ClientStopped`."""
+
+
+class ClientStopped(Exception):
+    """The server ended the connection with a close code that forbids reconnecting as is.
+
+    Raised by ``async for update in client`` and :meth:`BroadcasterClient.wait_status` once
+    the client's state is ``stopped``.
+
+    Attributes:
+        code: the close code (4001 invalid or missing token, 4009 replaced).
+        reason: the server's close reason, e.g. ``token expired`` or ``no token``.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"the server closed the connection with {code}: {reason}")
 
 
 class ConnectionQuality(enum.StrEnum):
@@ -62,8 +83,9 @@ class ClientStatus:
         attempt: the reconnection attempt waited for or in progress (1-based), 0 when none
             is being counted: connecting, connected, server down, or a reconnection planned
             by a ``server_shutdown``.
-        planned: this reconnection follows a ``server_shutdown`` and does not count as a
-            failed attempt.
+        planned: this reconnection follows a ``server_shutdown`` or a ``4005 token
+            expired`` close and does not count as a failed attempt.
+        token_expired: this planned reconnection follows a 4005 (a fresh token is asked for).
         probing: while ``server_down``: a half-open probe is in progress.
         probes: while ``server_down``: how many probes failed so far.
         retry_in_s: while waiting to reconnect or probe: how long the wait is.
@@ -71,6 +93,10 @@ class ClientStatus:
         rtt_ms: the round trip of the last answered ping on the current connection; None
             before its first ``pong``.
         last_error: why the last connection or attempt ended, if it did.
+        auth_expires_at: with a token: when the current connection's token expires
+            (``authExpiresAt`` of the ``welcome`` or the last ``auth_refreshed``).
+        auth_error: with a token: why the last in-band refresh failed; None after one
+            succeeds.
     """
 
     state: ConnectionState
@@ -83,6 +109,9 @@ class ClientStatus:
     connection_id: str | None = None
     rtt_ms: float | None = None
     last_error: str | None = None
+    token_expired: bool = False
+    auth_expires_at: str | None = None
+    auth_error: str | None = None
 
     @property
     def quality(self) -> ConnectionQuality | None:
@@ -92,11 +121,15 @@ class ClientStatus:
     def describe(self) -> str:
         """The state for people: ``reconnecting (attempt 2/5)``, ``server_down (probing)``."""
         if self.state is ConnectionState.RECONNECTING:
+            if self.token_expired:
+                return "reconnecting (token expired)"
             if self.planned:
                 return "reconnecting (after server_shutdown)"
             return f"reconnecting (attempt {self.attempt}/{self.max_attempts})"
         if self.state is ConnectionState.SERVER_DOWN:
             return "server_down (probing)" if self.probing else "server_down"
+        if self.state is ConnectionState.STOPPED and self.last_error:
+            return f"stopped ({self.last_error})"
         return self.state.value
 
     def __str__(self) -> str:
