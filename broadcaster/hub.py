@@ -1,9 +1,14 @@
 """The hub: who is connected, who listens to what, and non-blocking fan-out.
 
-``publish`` hands one pre-encoded frame to every subscriber of a topic with ``send_nowait``;
+``publish`` hands one pre-encoded frame to every subscriber of a channel with ``send_nowait``;
 it never waits on a client. Each new subscription is told to the hub's
-:class:`SubscriptionListener` (the broadcast loop, which keeps each topic's latest value): it
+:class:`SubscriptionListener` (the broadcast loop, which keeps each channel's latest value): it
 answers with a frame to offer the new subscriber at once, or None.
+
+Subscribers are kept per :class:`~broadcaster.channels.Channel`: a topic for everyone, or a
+tenant topic for one tenant, so that a tenant's values reach only its connections. What a
+connection may subscribe to is decided here, from its identity (None without authentication):
+the token's ``topics`` claim, and tenant topics only for an identity with a tenant.
 
 The hub does not build connections: the WebSocket server builds each one from its
 ``ConnectionPolicy`` and the hub registers it. Nothing outside this module reads the registry:
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +28,8 @@ import structlog
 import trio
 
 from broadcaster import protocol
+from broadcaster.auth.identity import Identity
+from broadcaster.channels import Channel
 from broadcaster.containment import Containment
 from broadcaster.counters import Counters
 from broadcaster.protocol import CloseCode, ErrorCode
@@ -55,8 +62,8 @@ class HubSnapshot:
 class SubscriptionListener(Protocol):
     """Who hears of new subscriptions: the broadcast loop, owner of the latest values."""
 
-    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
-        """A connection subscribed to ``topic`` (``first``: nobody else follows it).
+    def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+        """A connection subscribed to ``channel`` (``first``: nobody else follows it).
 
         Returns:
             The frame to offer that subscriber at once, or None (a value will come).
@@ -67,12 +74,15 @@ class SubscriptionListener(Protocol):
 class _NoLatestValues:
     """The listener of a hub with no broadcast loop: nothing to offer, nothing to query."""
 
-    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
+    def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
         return None
 
 
 class Hub:
-    """The connection registry and its subscriptions."""
+    """The connection registry and its subscriptions.
+
+    ``tenant_topics``: the topics among ``topics`` whose values depend on the tenant.
+    """
 
     def __init__(
         self,
@@ -81,18 +91,33 @@ class Hub:
         *,
         broadcast_interval_ms: int,
         max_connections: int,
+        tenant_topics: Collection[str] = (),
+        max_connections_per_ip: int = 0,
+        max_connections_per_identity: int = 0,
     ) -> None:
         self.topics = list(topics)
         self.default_topics = tuple(default_topics)
+        self.tenant_topics = frozenset(tenant_topics)
+        self._known_topics = frozenset(self.topics)
         self.broadcast_interval_ms = broadcast_interval_ms
         self.max_connections = max_connections
+        self.max_connections_per_ip = max_connections_per_ip  # 0: unlimited
+        self.max_connections_per_identity = max_connections_per_identity  # 0: unlimited
         # The service-wide counters: shared with every connection (ConnectionPolicy), which
         # counts what it decides; the hub counts connections and publishes.
         self.counters = Counters()
         self.containment = Containment()
         self._connections: dict[str, Connection] = {}
-        # Per topic, its subscribers' output paths, which the fan-out loop walks.
-        self._subscribers: dict[str, dict[Connection, Outbound]] = {t: {} for t in self.topics}
+        # Registered connections per client address, and per identity (sub, tenant) oldest
+        # first: what the per-address and per-identity caps count.
+        self._per_address: dict[str, int] = {}
+        self._per_identity: dict[tuple[str, str | None], dict[Connection, None]] = {}
+        # Per channel, its subscribers' output paths, which the fan-out loop walks. A topic
+        # for everyone has its channel from the start; a tenant's channel lives while it has
+        # subscribers (so the map grows with tenants connected, not with tenants ever seen).
+        self._subscribers: dict[Channel, dict[Connection, Outbound]] = {
+            Channel(t, None): {} for t in self.topics if t not in self.tenant_topics
+        }
         # Set by the broadcast loop when it is built; see SubscriptionListener.
         self.subscription_listener: SubscriptionListener = _NoLatestValues()
         self._ids = itertools.count(1)
@@ -119,6 +144,11 @@ class Hub:
     def has_capacity(self) -> bool:
         """Whether one more connection may be accepted."""
         return len(self._connections) < self.max_connections
+
+    def has_room_for_address(self, ip: str | None) -> bool:
+        """Whether ``ip`` may open one more connection (``--max-connections-per-ip``)."""
+        cap = self.max_connections_per_ip
+        return not cap or ip is None or self._per_address.get(ip, 0) < cap
 
     def set_accept_loop_running(self, running: bool) -> None:
         """The WebSocket server reports whether its accept loop runs (for /health)."""
@@ -155,6 +185,8 @@ class Hub:
         without authentication, after a valid token with it).
         """
         self._connections[connection.id] = connection
+        if (ip := connection.client_info.ip) is not None:
+            self._per_address[ip] = self._per_address.get(ip, 0) + 1
         self.counters.connections_created += 1
         log.info(
             "connection opened",
@@ -164,30 +196,70 @@ class Hub:
             active=len(self._connections),
         )
 
+    def identify(self, connection: Connection, identity: Identity) -> None:
+        """Record who holds ``connection`` (a valid token) and apply the per-identity cap:
+        over ``--max-connections-per-identity`` open connections of the same ``sub`` and
+        ``tenant``, the oldest is closed with 4009."""
+        connection.identity = identity
+        held = self._per_identity.setdefault((identity.sub, identity.tenant), {})
+        held[connection] = None
+        cap = self.max_connections_per_identity
+        if not cap:
+            return
+        open_ones = [c for c in held if c.closing is None]
+        for oldest in open_ones[: max(0, len(open_ones) - cap)]:
+            oldest.close(CloseCode.REPLACED, "replaced by a newer connection")
+            self.counters.connections_replaced += 1
+            log.info("connection replaced", connection_id=oldest.id, by=connection.id)
+
     def admit(self, connection: Connection) -> None:
-        """Queue a registered connection's welcome and subscribe it to the default topics."""
+        """Queue a registered connection's welcome and subscribe it to the default topics.
+
+        Both list only what the connection may subscribe to (see :meth:`allowed_topics`); with
+        an identity, the welcome also says who it is and when its token expires.
+        """
+        identity = connection.identity
+        defaults = self.allowed_topics(connection, self.default_topics)
         connection.offer(
             Frame(
                 protocol.welcome(
                     connection.id,
-                    self.topics,
-                    list(self.default_topics),
+                    self.allowed_topics(connection, self.topics),
+                    defaults,
                     self.broadcast_interval_ms,
+                    identity=None
+                    if identity is None
+                    else protocol.WelcomeIdentity(
+                        identity.sub, identity.tenant, identity.expires_at_unix_s
+                    ),
                 )
             )
         )
-        self._add_subscriptions(connection, self.default_topics)
+        self._add_subscriptions(connection, defaults)
 
     def close(self, connection: Connection) -> None:
         """Forget a connection once it has closed, and tell ``on_closed``."""
         if self._connections.pop(connection.id, None) is None:
             return
-        for topic in connection.subscriptions:
-            self._subscribers[topic].pop(connection, None)
+        self._forget_holder(connection)
+        self._leave_channels(connection, connection.subscriptions)
         self.counters.connections_closed += 1
         self.on_closed(connection, len(self._connections))
         if not self._connections:
             self._emptied.set()
+
+    def _forget_holder(self, connection: Connection) -> None:
+        """Take a closed connection out of the per-address and per-identity counts."""
+        if (ip := connection.client_info.ip) is not None:
+            left = self._per_address.pop(ip, 0) - 1
+            if left > 0:
+                self._per_address[ip] = left
+        if (identity := connection.identity) is not None:
+            key = (identity.sub, identity.tenant)
+            held = self._per_identity.get(key, {})
+            held.pop(connection, None)
+            if not held:
+                self._per_identity.pop(key, None)
 
     async def wait_until_empty(self) -> None:
         """Return once no connection is left."""
@@ -209,27 +281,44 @@ class Hub:
 
     # --- subscriptions -----------------------------------------------------------------------
 
+    def allowed_topics(self, connection: Connection, topics: Sequence[str]) -> list[str]:
+        """The topics among ``topics`` that ``connection`` may subscribe to, in order.
+
+        Without an identity (``--auth-mode none``) there is no tenant, so every topic but the
+        tenant topics; with one, what its ``topics`` claim allows, tenant topics only if it
+        has a tenant.
+        """
+        identity = connection.identity
+        if identity is None:
+            return [t for t in topics if t not in self.tenant_topics]
+        return identity.allowed(topics, self.tenant_topics)
+
     def subscribe(self, connection: Connection, topics: tuple[str, ...]) -> None:
-        """Subscribe to the known topics among ``topics``; report unknown ones as an error."""
-        known = tuple(t for t in topics if t in self._subscribers)
+        """Subscribe to the known, allowed topics among ``topics``.
+
+        Unknown topics are reported as one ``invalid_topic`` error, known but forbidden ones
+        as one ``forbidden_topic`` error; the allowed ones in the same request still apply.
+        """
+        known = tuple(t for t in topics if t in self._known_topics)
         self._report_unknown(connection, topics, known)
-        if not known:
+        allowed = tuple(self.allowed_topics(connection, known))
+        self._report_forbidden(connection, known, allowed)
+        if not allowed:
             return
-        fresh = tuple(t for t in known if t not in connection.subscriptions)
+        fresh = tuple(t for t in allowed if t not in connection.subscriptions)
         connection.offer(
-            Frame(protocol.subscription_confirmed(sorted(connection.subscriptions | set(known))))
+            Frame(protocol.subscription_confirmed(sorted(connection.subscriptions | set(allowed))))
         )
         self._add_subscriptions(connection, fresh)
 
     def unsubscribe(self, connection: Connection, topics: tuple[str, ...]) -> None:
         """Unsubscribe from ``topics``; unknown ones are reported as an error."""
-        known = tuple(t for t in topics if t in self._subscribers)
+        known = tuple(t for t in topics if t in self._known_topics)
         self._report_unknown(connection, topics, known)
         if not known:
             return
-        for topic in known:
-            connection.subscriptions.discard(topic)
-            self._subscribers[topic].pop(connection, None)
+        self._leave_channels(connection, [t for t in known if t in connection.subscriptions])
+        connection.subscriptions.difference_update(known)
         connection.offer(Frame(protocol.subscription_confirmed(sorted(connection.subscriptions))))
 
     def _report_unknown(
@@ -241,48 +330,91 @@ class Hub:
             message, fields = protocol.invalid_topic_error(unknown, len(self.topics))
             connection.send_error(ErrorCode.INVALID_TOPIC, message, **fields)
 
+    def _report_forbidden(
+        self, connection: Connection, known: tuple[str, ...], allowed: tuple[str, ...]
+    ) -> None:
+        """Send one ``forbidden_topic`` error, of bounded size, if some ``known`` are not
+        ``allowed``, and count the refused request."""
+        forbidden = [t for t in known if t not in allowed]
+        if forbidden:
+            self.counters.forbidden_subscriptions += 1
+            message, fields = protocol.forbidden_topic_error(forbidden)
+            connection.send_error(ErrorCode.FORBIDDEN_TOPIC, message, **fields)
+
+    def channel_of(self, connection: Connection, topic: str) -> Channel:
+        """The channel through which ``connection`` gets ``topic``: its tenant's, for a tenant
+        topic (only allowed with a tenant), else the topic's one channel."""
+        if topic in self.tenant_topics:
+            tenant = None if connection.identity is None else connection.identity.tenant
+            assert tenant is not None, "a tenant topic is subscribed only with a tenant"
+            return Channel(topic, tenant)
+        return Channel(topic, None)
+
     def _add_subscriptions(self, connection: Connection, topics: Sequence[str]) -> None:
         """Subscribe ``connection`` and offer it what the listener has for each topic at once.
 
-        The listener decides between the latest value and a refresh (see
+        ``topics`` must be allowed (:meth:`allowed_topics`). The listener decides between the
+        latest value and a refresh (see
         :meth:`broadcaster.broadcast.loop.BroadcastLoop.on_subscribe`); the hub only says
-        whether the topic had no subscriber before.
+        whether the channel had no subscriber before.
         """
         for topic in topics:
-            subscribers = self._subscribers[topic]
+            channel = self.channel_of(connection, topic)
+            subscribers = self._subscribers.setdefault(channel, {})
             first = not subscribers
             subscribers[connection] = connection.outbound
             connection.subscriptions.add(topic)
-            frame = self.subscription_listener.on_subscribe(topic, first=first)
+            frame = self.subscription_listener.on_subscribe(channel, first=first)
             if frame is not None:
                 connection.offer(frame)
 
+    def _leave_channels(self, connection: Connection, topics: Collection[str]) -> None:
+        """Take ``connection`` out of the channels of ``topics``, which it is subscribed to
+        (its own set of subscriptions is left as is); a tenant's channel left empty goes."""
+        for topic in topics:
+            channel = self.channel_of(connection, topic)
+            subscribers = self._subscribers.get(channel)
+            if subscribers is None:
+                continue
+            subscribers.pop(connection, None)
+            if not subscribers and channel.tenant is not None:
+                del self._subscribers[channel]
+
     # --- fan-out -------------------------------------------------------------------------------
 
-    def topics_with_subscribers(self) -> list[str]:
-        """Topics that someone listens to; only these are queried."""
-        return [topic for topic, subscribers in self._subscribers.items() if subscribers]
+    def channels_with_subscribers(self) -> list[Channel]:
+        """Channels that someone listens to; only these are queried."""
+        return [channel for channel, subscribers in self._subscribers.items() if subscribers]
 
     def subscriber_counts(self) -> dict[str, int]:
-        """Number of subscribers per topic."""
-        return {topic: len(subscribers) for topic, subscribers in self._subscribers.items()}
+        """Number of subscribers per topic (summed over its tenants' channels)."""
+        counts = dict.fromkeys(self.topics, 0)
+        for channel, subscribers in self._subscribers.items():
+            counts[channel.topic] += len(subscribers)
+        return counts
 
-    def publish(self, topic: str, frame: Frame) -> int:
-        """Hand an update to every subscriber of ``topic`` without waiting; return the takers."""
-        assert frame.topic == topic, "publish takes a metrics_update of its topic"
-        delivered = Outbound.fan_out(
-            self._subscribers[topic].values(), frame, int(time.time() * 1000)
-        )
+    def publish(self, channel: Channel, frame: Frame) -> int:
+        """Hand an update to every subscriber of ``channel`` without waiting; return the takers."""
+        assert frame.topic == channel.topic, "publish takes a metrics_update of its topic"
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return 0
+        delivered = Outbound.fan_out(subscribers.values(), frame, int(time.time() * 1000))
         self.counters.broadcasts += delivered
         return delivered
 
-    def publish_error(self, topic: str, code: ErrorCode, message: str, /, **extra: Any) -> None:
-        """Offer one ``error`` frame to a topic's subscribers, counting it against each.
+    def publish_error(
+        self, channel: Channel, code: ErrorCode, message: str, /, **extra: Any
+    ) -> None:
+        """Offer one ``error`` frame to a channel's subscribers, counting it against each.
 
         Like :meth:`Connection.send_error`, but the frame is encoded once for all of them.
         """
+        subscribers = self._subscribers.get(channel)
+        if not subscribers:
+            return
         frame = Frame(protocol.error(code, message, **extra))
         description = f"{code.value}: {message}"
-        for connection in self._subscribers[topic]:
+        for connection in subscribers:
             if connection.offer(frame):
                 connection.note_error(description)

@@ -26,7 +26,8 @@ MAX_TOPIC_NAME_CHARS = 128
 MAX_PING_ID_CHARS = 128
 # A JWT in an auth message: far above any real token, far below the message size limit.
 MAX_TOKEN_CHARS = 16384
-# An invalid_topic error names this many unknown topics and counts the rest.
+# An invalid_topic (forbidden_topic) error names this many unknown (forbidden) topics and
+# counts the rest.
 MAX_UNKNOWN_TOPICS_NAMED = 3
 # orjson reads integers outside [-2**63, 2**64) as floats, so a float this large may be an
 # integer it could not hold exactly; a smaller one came from a JSON fraction or exponent.
@@ -206,6 +207,22 @@ def invalid_topic_error(unknown: Sequence[str], available_count: int) -> tuple[s
         f"available topics: {available_count} (listed in welcome.topics)"
     )
     return message, {"topics": named, "unknownCount": len(unknown)}
+
+
+def forbidden_topic_error(forbidden: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """The ``message`` and extra fields of a ``forbidden_topic`` error, for :func:`error`.
+
+    Bounded like :func:`invalid_topic_error`: the first ``MAX_UNKNOWN_TOPICS_NAMED`` refused
+    names and a count of all of them (``welcome.topics`` lists what the connection may have).
+    """
+    named = list(forbidden[:MAX_UNKNOWN_TOPICS_NAMED])
+    more = len(forbidden) - len(named)
+    message = (
+        f"not allowed to subscribe to {', '.join(map(repr, named))}"
+        f"{f' and {more} more' if more else ''}: outside the token's topics, or a tenant "
+        "topic without a tenant (the topics allowed are listed in welcome.topics)"
+    )
+    return message, {"topics": named, "forbiddenCount": len(forbidden)}
 
 
 def query_failed_error(topic: str, cause: FailureCause, detail: str) -> tuple[str, dict[str, Any]]:

@@ -1,5 +1,9 @@
-"""The broadcast loop: every tick, each topic someone listens to is queried once, encoded once,
-and the same frame is published to all its subscribers.
+"""The broadcast loop: every tick, each channel someone listens to is queried once, encoded
+once, and the same frame is published to all its subscribers.
+
+A channel (:class:`~broadcaster.channels.Channel`) is a topic for everyone, or a tenant topic
+for one tenant: a tenant topic with subscribers in three tenants is three queries per tick,
+each tenant's value published only to its own connections.
 
 Ticks are drift-free (scheduled at ``start + k * interval``); a tick that overruns skips the
 ticks it missed instead of bunching them up. A topic whose query fails or times out sends
@@ -13,11 +17,17 @@ One refresh of a topic is a pipeline, each step a method::
     record          -> topic state, source health, the log
     publish         -> the frame, or the error and the stale value, through the hub
 
-Whatever a topic's data makes go wrong ends as that topic's failure, never the loop's.
+Whatever a channel's data makes go wrong ends as that channel's failure, never the loop's
+nor another channel's.
 
-The loop also keeps each topic's latest published frame, which is what a new subscriber is
-offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub), and queries a topic
-as soon as it gets its first subscriber if it has no value from the last interval.
+The loop also keeps each channel's latest published frame, which is what a new subscriber is
+offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub), and queries a channel
+as soon as it gets its first subscriber if it has no value from the last interval. A tenant's
+channel nobody listens to any more is forgotten at the next tick.
+
+``seq`` stays the topic's counter: a channel starts from the highest ``seq`` its topic has
+reached, so a tenant's ``seq`` grows by 1 per query of its channel and never goes back, even
+after its channel was forgotten and made again.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.broadcast.topics import Topic
+from broadcaster.channels import Channel
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
 from broadcaster.hub import Hub
 from broadcaster.protocol import ErrorCode, FailureCause
@@ -45,13 +56,25 @@ log = structlog.get_logger("broadcaster.broadcast.loop")
 
 @dataclass
 class TopicState:
-    """What the loop remembers of one topic."""
+    """What the loop counts of one topic, over all its channels.
+
+    ``seq``: the highest ``seq`` any channel of the topic has used.
+    """
 
     seq: int = 0
-    last_good_data: Any = None
-    last_good_timestamp: str | None = None
     queries: int = 0
     failures: int = 0
+
+
+@dataclass
+class ChannelState:
+    """What the loop remembers of one channel: its values."""
+
+    seq: int
+    last_good_data: Any = None
+    last_good_timestamp: str | None = None
+    # The last frame published and when (trio.current_time()): what a new subscriber gets.
+    latest: tuple[Frame, float] | None = None
 
 
 class BroadcastLoop:
@@ -81,15 +104,13 @@ class BroadcastLoop:
         self._interval_s = interval_s
         self._query_timeout_s = query_timeout_s
         self.states: dict[str, TopicState] = {name: TopicState() for name in topics}
+        self.channels: dict[Channel, ChannelState] = {}
         self.ticks = 0
         self.skipped_ticks = 0
-        # Per topic, the last frame published and when (trio.current_time()).
-        self._latest: dict[str, tuple[Frame, float]] = {}
-        self._refresh_pending: set[str] = set()
-        # One slot per topic is enough: a pending topic is never requested twice.
-        self._refresh_send, self._refresh_requests = trio.open_memory_channel[str](
-            max(1, len(topics))
-        )
+        self._refresh_pending: set[Channel] = set()
+        # Unbounded in type only: a pending channel is never requested twice, so it holds at
+        # most one request per channel with subscribers (which the connection cap bounds).
+        self._refresh_send, self._refresh_requests = trio.open_memory_channel[Channel](math.inf)
         hub.subscription_listener = self
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -114,146 +135,173 @@ class BroadcastLoop:
                 log.warning("tick overran its interval", skipped_ticks=missed)
 
     async def tick(self) -> None:
-        """Query every topic with subscribers, concurrently, and publish the results."""
+        """Query every channel with subscribers, concurrently, and publish the results."""
         self.ticks += 1
-        topics = self._hub.topics_with_subscribers()
-        if not topics:
+        channels = self._hub.channels_with_subscribers()
+        self._forget_tenant_channels_except(channels)
+        if not channels:
             return
         async with trio.open_nursery() as nursery:
-            for name in topics:
-                nursery.start_soon(self.refresh, name)
+            for channel in channels:
+                nursery.start_soon(self.refresh, channel)
+
+    def _forget_tenant_channels_except(self, listened: list[Channel]) -> None:
+        """Drop the state of tenant channels nobody listens to (none is being refreshed), so
+        that it grows with the tenants connected, not with every tenant ever seen."""
+        keep = set(listened) | self._refresh_pending
+        for channel in [c for c in self.channels if c.tenant is not None and c not in keep]:
+            del self.channels[channel]
+
+    def _channel_state(self, channel: Channel) -> ChannelState:
+        state = self.channels.get(channel)
+        if state is None:
+            state = self.channels[channel] = ChannelState(seq=self.states[channel.topic].seq)
+        return state
 
     # --- new subscribers: the latest value, or a refresh ------------------------------------
 
-    def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
-        """The frame to offer a new subscriber of ``topic`` at once, or None.
+    def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+        """The frame to offer a new subscriber of ``channel`` at once, or None.
 
         A refresh in flight will publish to every subscriber, so nothing is offered. A value
         from the last interval is as fresh as a tick's, so it is offered as is: resubscribing
-        cannot force queries. Only a topic nobody followed (``first``) with no recent value is
-        queried at once; a followed topic's next tick comes within an interval anyway.
+        cannot force queries. Only a channel nobody followed (``first``) with no recent value
+        is queried at once; a followed channel's next tick comes within an interval anyway.
         """
-        if topic in self._refresh_pending:
+        if channel in self._refresh_pending:
             return None
-        latest = self._latest.get(topic)
+        state = self.channels.get(channel)
+        latest = None if state is None else state.latest
         if latest is not None and (not first or trio.current_time() - latest[1] < self._interval_s):
             return latest[0]
         if first:
-            self._request_refresh(topic)
+            self._request_refresh(channel)
         return None
 
-    def _request_refresh(self, topic: str) -> None:
-        try:
-            self._refresh_send.send_nowait(topic)
-        except trio.WouldBlock:  # cannot happen: one slot per topic, and pending topics dedupe
-            return
-        self._refresh_pending.add(topic)
+    def _request_refresh(self, channel: Channel) -> None:
+        self._refresh_send.send_nowait(channel)  # never blocks: the buffer is unbounded
+        self._refresh_pending.add(channel)
 
     async def _answer_refresh_requests(self) -> None:
         async with trio.open_nursery() as nursery:
-            async for name in self._refresh_requests:
-                nursery.start_soon(self._refresh_requested, name)
+            async for channel in self._refresh_requests:
+                nursery.start_soon(self._refresh_requested, channel)
 
-    async def _refresh_requested(self, name: str) -> None:
+    async def _refresh_requested(self, channel: Channel) -> None:
         try:
-            await self.refresh(name)
+            await self.refresh(channel)
         finally:
-            self._refresh_pending.discard(name)
+            self._refresh_pending.discard(channel)
 
     # --- one refresh: query -> outcome -> record -> publish ----------------------------------
 
-    async def refresh(self, name: str) -> None:
-        """Query one topic under the timeout and publish its value, or the failure.
+    async def refresh(self, channel: Channel) -> None:
+        """Query one channel under the timeout and publish its value, or the failure.
 
-        Whatever goes wrong here ends this topic's refresh, never the loop or another topic:
-        a failure is reported to the topic's subscribers and the loop goes on.
+        Whatever goes wrong here ends this channel's refresh, never the loop or another
+        channel: a failure is reported to the channel's subscribers and the loop goes on.
         """
-        state = self.states[name]
-        state.queries += 1
+        name = channel.topic
+        topic_state = self.states[name]
+        state = self._channel_state(channel)
+        topic_state.queries += 1
         try:
-            read = await self._read(name)
-        except Exception as exc:  # a bug reached by this topic's data: contained to it
-            read = _internal_failure(name, exc)
+            read = await self._read(channel)
+        except Exception as exc:  # a bug reached by this channel's data: contained to it
+            read = _internal_failure(channel, exc)
         state.seq += 1
-        outcome = self._encode(name, state.seq, read) if isinstance(read, _Value) else read
+        topic_state.seq = max(topic_state.seq, state.seq)
+        outcome = self._encode(channel, state.seq, read) if isinstance(read, _Value) else read
         try:
-            self._record(name, state, outcome)
-            self._publish(name, state, outcome)
-        except Exception:  # a bug in recording or fanning out this topic: contained to it
-            state.failures += 1
-            log.exception("topic refresh failed", topic=name)
+            self._record(channel, state, outcome)
+            self._publish(channel, state, outcome)
+        except Exception:  # a bug in recording or fanning out this channel: contained to it
+            topic_state.failures += 1
+            log.exception("topic refresh failed", **_log_fields(channel))
 
-    async def _read(self, name: str) -> _Value | _Failure:
-        """Query and shape one topic's value, or say why not, within the query timeout."""
-        topic = self._topics[name]
+    async def _read(self, channel: Channel) -> _Value | _Failure:
+        """Query and shape one channel's value, or say why not, within the query timeout."""
+        topic = self._topics[channel.topic]
         read_at_ms = time.time() * 1000
         with trio.move_on_after(self._query_timeout_s):
             try:
-                results = await self._source.query(topic.query)
+                results = await self._source.query(topic.query_for(channel.tenant))
             except SourceError as exc:
                 return _Failure(_cause_of(exc), str(exc))
             try:
                 return _Value(topic.shape(results), read_at_ms)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
                 # The answer parsed but did not have the shape the topic expects.
-                log.exception("topic result could not be shaped", topic=name)
+                log.exception("topic result could not be shaped", **_log_fields(channel))
                 return _Failure(
                     FailureCause.BAD_RESPONSE,
-                    str(SourceResponseError(f"unexpected result for topic {name!r}: {exc!r}")),
+                    str(
+                        SourceResponseError(f"unexpected result for topic {topic.name!r}: {exc!r}")
+                    ),
                 )
         return _Failure(
             FailureCause.TIMEOUT,
             f"query timed out after {round(self._query_timeout_s * 1000)} ms",
         )
 
-    def _encode(self, name: str, seq: int, value: _Value) -> _Update | _Failure:
+    def _encode(self, channel: Channel, seq: int, value: _Value) -> _Update | _Failure:
         """The value's frame, encoded once for every subscriber; or why it cannot be sent."""
+        name = channel.topic
         try:
             timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
             assert timestamp is not None
             text = protocol.metrics_update(name, seq, timestamp, value.data, stale=False)
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-            log.exception("topic value could not be encoded", topic=name)
+            log.exception("topic value could not be encoded", **_log_fields(channel))
             return _Failure(
                 FailureCause.BAD_RESPONSE,
                 f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
             )
         except Exception as exc:
-            return _internal_failure(name, exc)
+            return _internal_failure(channel, exc)
         return _Update(Frame(text, topic=name), value.data, timestamp)
 
-    def _record(self, name: str, state: TopicState, outcome: _Update | _Failure) -> None:
-        """Remember the outcome in the topic's state and the source's health, and log a failure."""
+    def _record(self, channel: Channel, state: ChannelState, outcome: _Update | _Failure) -> None:
+        """Remember the outcome in the channel's state and the source's health, and log a
+        failure."""
         if isinstance(outcome, _Update):
             self._health.record_success()
             state.last_good_data = outcome.data
             state.last_good_timestamp = outcome.timestamp
             return
-        state.failures += 1
+        self.states[channel.topic].failures += 1
         cause = outcome.cause
         if cause is not FailureCause.INTERNAL:  # our bug says nothing of the database
             self._health.record_failure(outcome.text)
         # A rejected query is a configuration mistake (a topics file), not an outage.
         level = log.error if cause is FailureCause.QUERY_REJECTED else log.warning
-        level("topic query failed", topic=name, cause=cause.value, error=outcome.text)
+        level("topic query failed", **_log_fields(channel), cause=cause.value, error=outcome.text)
 
-    def _publish(self, name: str, state: TopicState, outcome: _Update | _Failure) -> None:
+    def _publish(self, channel: Channel, state: ChannelState, outcome: _Update | _Failure) -> None:
         """Publish the new frame; or the error, then the last good value marked stale."""
         if isinstance(outcome, _Update):
-            self._publish_update(name, outcome.frame)
+            self._publish_update(channel, state, outcome.frame)
             return
+        name = channel.topic
         message, fields = protocol.query_failed_error(name, outcome.cause, outcome.text)
-        self._hub.publish_error(name, ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
+        self._hub.publish_error(channel, ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
         if state.last_good_timestamp is not None:
             text = protocol.metrics_update(
                 name, state.seq, state.last_good_timestamp, state.last_good_data, stale=True
             )
-            self._publish_update(name, Frame(text, topic=name))
+            self._publish_update(channel, state, Frame(text, topic=name))
 
-    def _publish_update(self, name: str, frame: Frame) -> None:
-        """Publish a ``metrics_update``, which also becomes the topic's latest value."""
-        self._latest[name] = (frame, trio.current_time())
-        self._hub.publish(name, frame)
+    def _publish_update(self, channel: Channel, state: ChannelState, frame: Frame) -> None:
+        """Publish a ``metrics_update``, which also becomes the channel's latest value."""
+        state.latest = (frame, trio.current_time())
+        self._hub.publish(channel, frame)
+
+
+def _log_fields(channel: Channel) -> dict[str, str]:
+    """How a log line names a channel: its topic, and its tenant if it has one."""
+    if channel.tenant is None:
+        return {"topic": channel.topic}
+    return {"topic": channel.topic, "tenant": channel.tenant}
 
 
 def _cause_of(error: SourceError) -> FailureCause:
@@ -265,8 +313,8 @@ def _cause_of(error: SourceError) -> FailureCause:
     return FailureCause.UNAVAILABLE
 
 
-def _internal_failure(name: str, exc: Exception) -> _Failure:
-    log.error("topic refresh failed", topic=name, exc_info=exc)
+def _internal_failure(channel: Channel, exc: Exception) -> _Failure:
+    log.error("topic refresh failed", **_log_fields(channel), exc_info=exc)
     return _Failure(
         FailureCause.INTERNAL, f"internal error ({type(exc).__name__}); see the service log"
     )

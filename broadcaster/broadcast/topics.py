@@ -10,6 +10,13 @@ defined in a TOML file so that any InfluxDB data can be served::
 
 A file topic's ``data`` is ``{"series": [{"name", "tags", "rows": [{column: value}]}]}``.
 A file topic with a built-in's name replaces the built-in.
+
+A query holding ``{tenant}`` makes a **tenant topic**: each tenant gets its own value, queried
+with the placeholder replaced by the tenant as an InfluxQL string literal::
+
+    query = "SELECT last(v) FROM sales WHERE \"tenant\" = {tenant}"   # -> = 'acme'
+
+Only the ``tenant`` claim of a verified token fills it; nothing a client sends does.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from typing import Any
 from broadcaster.errors import ConfigError, TopicsFileError
 from broadcaster.protocol import MAX_TOPIC_NAME_CHARS
 from broadcaster.sources.base import StatementResult
+from broadcaster.sources.influxql import quote_string
 
 # Clients can subscribe only to names the protocol accepts: at most MAX_TOPIC_NAME_CHARS.
 TOPIC_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.:-]{{0,{MAX_TOPIC_NAME_CHARS - 1}}}$")
 TOPIC_KEYS = frozenset({"name", "description", "query"})
+TENANT_PLACEHOLDER = "{tenant}"
 
 Shaper = Callable[[Sequence[StatementResult]], Any]
 
@@ -40,6 +49,27 @@ class Topic:
     query: str
     shape: Shaper
     description: str = ""
+
+    @property
+    def is_tenant_topic(self) -> bool:
+        """Whether each tenant has its own value (the query names ``{tenant}``)."""
+        return TENANT_PLACEHOLDER in self.query
+
+    def query_for(self, tenant: str | None) -> str:
+        """The query to run for ``tenant`` (None: a topic for everyone).
+
+        Raises:
+            ValueError: a tenant topic without a tenant, or a tenant for a topic without one
+                (the hub never subscribes either; this keeps a bug from querying everyone's
+                rows).
+        """
+        if tenant is None:
+            if self.is_tenant_topic:
+                raise ValueError(f"topic {self.name!r} needs a tenant")
+            return self.query
+        if not self.is_tenant_topic:
+            raise ValueError(f"topic {self.name!r} is not a tenant topic")
+        return self.query.replace(TENANT_PLACEHOLDER, quote_string(tenant))
 
 
 def series_data(results: Sequence[StatementResult]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from broadcaster.broadcast.loop import BroadcastLoop
+from broadcaster.channels import Channel
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
@@ -22,6 +23,7 @@ from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent
 
 INTERVAL_S = 10.0
 TIMEOUT_S = 5.0
+OVERVIEW = Channel("overview", None)
 
 
 def make_loop(hub: Hub, source: FakeSource, *names: str, **options: Any) -> BroadcastLoop:
@@ -252,28 +254,28 @@ async def test_on_subscribe_answers_from_the_cache_and_refreshes_only_when_neede
         await nursery.start(loop.run)
         # No value yet: nothing to offer; the first subscriber's topic is queried once,
         # however many subscribe before the answer.
-        assert loop.on_subscribe("overview", first=True) is None
-        assert loop.on_subscribe("overview", first=True) is None
+        assert loop.on_subscribe(OVERVIEW, first=True) is None
+        assert loop.on_subscribe(OVERVIEW, first=True) is None
         await trio.sleep(1)
         assert source.count("q:overview") == 1
         # A value from the last interval is offered as is, to the first subscriber or not.
         for first in (True, False):
-            frame = loop.on_subscribe("overview", first=first)
+            frame = loop.on_subscribe(OVERVIEW, first=first)
             assert frame is not None
             assert frame.topic == "overview"
             assert orjson.loads(frame.text)["seq"] == 1
         assert source.count("q:overview") == 1
         # An interval later, a followed topic still gets the value (its tick is coming)...
         await trio.sleep(INTERVAL_S)
-        old = loop.on_subscribe("overview", first=False)
+        old = loop.on_subscribe(OVERVIEW, first=False)
         assert old is not None
         assert orjson.loads(old.text)["seq"] == 1
         assert source.count("q:overview") == 1
         # ...but a first subscriber gets a fresh query instead of a value that old.
-        assert loop.on_subscribe("overview", first=True) is None
+        assert loop.on_subscribe(OVERVIEW, first=True) is None
         await trio.sleep(1)
         assert source.count("q:overview") == 2
-        fresh = loop.on_subscribe("overview", first=False)
+        fresh = loop.on_subscribe(OVERVIEW, first=False)
         assert fresh is not None
         assert orjson.loads(fresh.text)["seq"] == 2
         nursery.cancel_scope.cancel()
@@ -285,9 +287,9 @@ async def test_the_hub_offers_what_its_listener_answers() -> None:
     cached = Frame('{"type":"metrics_update","topic":"a"}', topic="a")
 
     class Listener:
-        def on_subscribe(self, topic: str, *, first: bool) -> Frame | None:
-            calls.append((topic, first))
-            return cached if topic == "a" else None
+        def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+            calls.append((channel.topic, first))
+            return cached if channel.topic == "a" else None
 
     hub.subscription_listener = Listener()
     one, two = open_connection(hub), open_connection(hub)

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 from structlog.testing import capture_logs
 
+from broadcaster.channels import Channel
 from broadcaster.ops.stats import log_stats
 from broadcaster.protocol import CloseCode, iso_from_unix_ms
 from broadcaster.service import serve
@@ -32,7 +33,9 @@ async def test_one_stats_line_per_interval_only_while_clients_are_connected(
             )
             await trio.sleep(150)  # two intervals with nobody connected: no line
             connection = open_connection(hub)
-            hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
+            hub.publish(
+                Channel("overview", None), Frame('{"type":"metrics_update"}', topic="overview")
+            )
             await trio.sleep(60)  # the line at 180 s
             connection.close(CloseCode.NORMAL, "bye")
             hub.close(connection)
@@ -50,7 +53,7 @@ async def test_one_stats_line_per_interval_only_while_clients_are_connected(
 async def test_disconnect_logs_code_reason_summary_and_remaining() -> None:
     hub = make_hub(["overview"], defaults=["overview"])
     leaving, staying = open_connection(hub), open_connection(hub)
-    hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
+    hub.publish(Channel("overview", None), Frame('{"type":"metrics_update"}', topic="overview"))
     leaving.close(CloseCode.SLOW_CONSUMER, "outbox full")
     with capture_logs() as logs:
         hub.close(leaving)

@@ -24,6 +24,7 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
 
+from broadcaster.channels import Channel
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 from broadcaster.ws.connection import Connection
@@ -139,7 +140,7 @@ async def test_pings_pongs_and_updates_never_interleave_under_load() -> None:
     async with served(hub, small_buffers=True) as (connection, peer, _):
         for seq in range(1, 301):
             for topic in ("a", "b"):
-                hub.publish(topic, update(topic, seq, pad_bytes=3000))
+                hub.publish(Channel(topic, None), update(topic, seq, pad_bytes=3000))
             connection.request_ping(timeout_s=0)  # a ping frame between the updates
             if seq % 10 == 0:
                 await peer.send(TextMessage(f'{{"type":"ping","id":{seq}}}'))
@@ -163,7 +164,7 @@ async def test_a_client_reading_slowly_gets_the_newest_values_and_no_backlog() -
     async with served(hub, small_buffers=True) as (connection, peer, _):
         await peer.read_until(lambda: peer.messages)  # the welcome
         for seq in range(1, 201):
-            hub.publish("a", update("a", seq, pad_bytes=2000))
+            hub.publish(Channel("a", None), update("a", seq, pad_bytes=2000))
         await peer.read_until(lambda: peer.updates("a")[-1:] == [200])
         replaced = connection.outbound.replaced_updates
         assert connection.close_code is None
@@ -196,7 +197,7 @@ async def test_a_client_that_stops_reading_is_closed_as_slow() -> None:
             seq = 0
             while connection.close_code is None:
                 seq += 1
-                hub.publish("a", update("a", seq, pad_bytes=20_000))
+                hub.publish(Channel("a", None), update("a", seq, pad_bytes=20_000))
                 await trio.sleep(0.01)
             await served_done.wait()  # the close deadline passed: the socket is closed
     assert connection.close_code == CloseCode.SLOW_CONSUMER

@@ -23,6 +23,7 @@ from wsproto.events import Pong, TextMessage
 
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.topics import Topic
+from broadcaster.channels import Channel
 from broadcaster.containment import Containment, Stage
 from broadcaster.protocol import CloseCode
 from broadcaster.sources.base import StatementResult
@@ -130,7 +131,7 @@ async def test_a_handler_error_closes_that_client_with_1011_and_no_other(
         await peer.read_until(lambda: peer.closed is not None)
         with trio.fail_after(5):
             await victim_done.wait()  # a normal close handshake: the reader was still there
-        hub.publish("a", update("a", 1))
+        hub.publish(Channel("a", None), update("a", 1))
         await bystander.send(TextMessage('{"type":"ping","id":1}'))
         await bystander.read_until(lambda: any(m["type"] == "pong" for m in bystander.messages))
     assert peer.closed is not None
@@ -162,7 +163,9 @@ async def test_a_flusher_error_cuts_that_connection(monkeypatch: pytest.MonkeyPa
         await peer.read_until(lambda: peer.messages)
         monkeypatch.setattr(Outbound, "_write_queued", boom)
         for seq in range(1, 50):
-            hub.publish("a", update("a", seq, pad_bytes=50_000))  # more than the socket takes
+            hub.publish(
+                Channel("a", None), update("a", seq, pad_bytes=50_000)
+            )  # more than the socket takes
         with trio.fail_after(5):
             await victim_done.wait()
     assert victim.close_code == CloseCode.INTERNAL_ERROR
@@ -289,10 +292,10 @@ async def test_a_topic_whose_fan_out_raises_fails_alone(
     hub = make_hub(["good", "bad"], defaults=["good", "bad"])
     publish = hub.publish
 
-    def publish_failing_for_bad(topic: str, frame: Any) -> int:
-        if topic == "bad":
+    def publish_failing_for_bad(channel: Channel, frame: Any) -> int:
+        if channel.topic == "bad":
             raise Boom("a bug in the fan-out")
-        return publish(topic, frame)
+        return publish(channel, frame)
 
     monkeypatch.setattr(hub, "publish", publish_failing_for_bad)
     health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)

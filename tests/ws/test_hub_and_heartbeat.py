@@ -7,6 +7,7 @@ import pytest
 import trio
 import trio.testing
 
+from broadcaster.channels import Channel
 from broadcaster.protocol import CloseCode, ErrorCode
 from broadcaster.ws.frames import Frame
 from broadcaster.ws.heartbeat import sweep_heartbeats, sweep_once
@@ -58,7 +59,9 @@ async def test_client_behind_gets_the_latest_update_per_topic_not_a_backlog() ->
     delivered_to_reading = 0
     for seq in range(1, 11):
         for topic in ("overview", "regressions"):
-            hub.publish(topic, Frame(f'{{"type":"metrics_update","seq":{seq}}}', topic=topic))
+            hub.publish(
+                Channel(topic, None), Frame(f'{{"type":"metrics_update","seq":{seq}}}', topic=topic)
+            )
         delivered_to_reading += len(sent_messages(reading))
     assert delivered_to_reading == 1 + 20  # the welcome, then every update
     assert [m["seq"] for m in sent_messages(behind)] == [10, 10]  # one per topic, the newest
@@ -87,9 +90,14 @@ async def test_backlog_over_the_byte_limit_closes_the_slow_client() -> None:
     slow = open_connection(hub)
     padding = "x" * 1500
     for topic in ("a", "b"):
-        hub.publish(topic, Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic=topic))
+        hub.publish(
+            Channel(topic, None),
+            Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic=topic),
+        )
     assert slow.close_code is None
-    hub.publish("c", Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic="c"))
+    hub.publish(
+        Channel("c", None), Frame(f'{{"type":"metrics_update","pad":"{padding}"}}', topic="c")
+    )
     assert slow.close_code == CloseCode.SLOW_CONSUMER
     assert slow.close_reason == "slow consumer: more than 4096 bytes pending"
 
@@ -110,7 +118,7 @@ async def test_unknown_topics_get_an_error_and_known_ones_subscribe() -> None:
     assert confirmed == {"type": "subscription_confirmed", "topics": ["overview"]}
     hub.unsubscribe(connection, ("overview",))
     assert sent_messages(connection) == [{"type": "subscription_confirmed", "topics": []}]
-    assert hub.topics_with_subscribers() == []
+    assert hub.channels_with_subscribers() == []
     assert connection.error_count == 1
 
 
@@ -146,7 +154,7 @@ async def test_unknown_topics_error_names_a_few_and_counts_all_in_under_1_kb() -
 async def test_shutdown_drops_backlog_and_queues_message_then_close(outbox: int) -> None:
     hub = make_hub(["overview"], defaults=["overview"], outbox=outbox)
     connection = open_connection(hub)
-    hub.publish("overview", Frame('{"type":"metrics_update"}', topic="overview"))
+    hub.publish(Channel("overview", None), Frame('{"type":"metrics_update"}', topic="overview"))
     hub.shutdown_all("server shutting down", 2000)
     queued = connection.drain()
     assert len(queued) == 2
