@@ -25,6 +25,13 @@ class InvalidToken(Exception):
         super().__init__(reason)
 
 
+class KeysUnavailable(Exception):
+    """No key can be had to check a token: the key set endpoint is down, slow or answers
+    garbage. A server-side outage, not the client's fault: the connection side closes such a
+    client with 1013 (try again later), never 4001, so it keeps its token. The message is for
+    the log; it is not sent to clients."""
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who holds a connection, from its token.
@@ -64,5 +71,6 @@ class TokenVerifier(Protocol):
         Raises:
             InvalidToken: bad signature, wrong algorithm, ``aud``/``iss`` mismatch, expired,
                 missing ``sub`` or ``exp``, malformed claims, or an unknown key.
+            KeysUnavailable: the keys cannot be fetched now (retry later).
         """
         ...
