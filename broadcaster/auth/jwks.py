@@ -174,21 +174,29 @@ class JwksKeys:
 
     async def _fetch(self) -> dict[str | None, VerificationKey]:
         body = bytearray()
+        too_large = False
         try:
             with trio.fail_after(JWKS_FETCH_TIMEOUT_S):
                 async with self._client.stream("GET", self._url) as response:
                     if response.status_code != 200:
                         raise KeysUnavailable(f"the JWKS answered HTTP {response.status_code}")
-                    async for chunk in response.aiter_bytes():
-                        body += chunk
-                        if len(body) > MAX_JWKS_BYTES:
-                            raise KeysUnavailable(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
+                    declared = response.headers.get("content-length", "")
+                    too_large = declared.isdigit() and int(declared) > MAX_JWKS_BYTES
+                    if not too_large:
+                        # Read to the end, keeping at most the bound: leaving httpx's stream
+                        # half-read leaks its generators; the deadline bounds the time.
+                        async for chunk in response.aiter_bytes():
+                            too_large = too_large or len(body) + len(chunk) > MAX_JWKS_BYTES
+                            if not too_large:
+                                body += chunk
         except trio.TooSlowError:
             raise KeysUnavailable(
                 f"the JWKS did not answer within {JWKS_FETCH_TIMEOUT_S:g} s"
             ) from None
         except httpx.HTTPError as exc:
             raise KeysUnavailable(f"the JWKS cannot be fetched: {type(exc).__name__}") from None
+        if too_large:
+            raise KeysUnavailable(f"the JWKS is over {MAX_JWKS_BYTES} bytes")
         return parse_jwks(bytes(body))
 
 
