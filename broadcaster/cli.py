@@ -1,4 +1,5 @@
-"""Command line: ``broadcaster serve [flags]`` and ``broadcaster watch [flags] [URL]``.
+"""Command line: ``broadcaster serve [flags]``, ``broadcaster watch [flags] [URL]`` and
+``broadcaster token [flags]`` (mint a development token, :mod:`broadcaster.auth.mint`).
 
 For ``serve``, each setting is a flag, or else the environment variable
 ``BROADCASTER_<NAME>``, or else its default. A bad value exits with code 2 and one line
@@ -13,11 +14,12 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import trio
 
 from broadcaster import __version__
+from broadcaster.auth.mint import add_token_command, run_token
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import build_catalog
 from broadcaster.client.watch import add_watch_command, run_watch
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     for field in Settings.model_fields:
         serve.add_argument(flag_name(field), dest=field, default=None, help=_settings_help(field))
     add_watch_command(commands)
+    add_token_command(commands)
     return parser
 
 
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.command == "watch":
         sys.exit(run_watch(args))
+    if args.command == "token":
+        sys.exit(run_token(args))
     try:
         settings = settings_from(args, os.environ)
         # Built once, here, so that a bad topics file or default topic exits with code 2
@@ -93,12 +98,18 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         trio.run(partial(serve, settings, catalog=catalog, handle_signals=True))
+    except* ConfigError as group:  # found while building the parts (a TLS or key file)
+        sys.stderr.write(f"broadcaster: error: {_first_error(group)}\n")
+        sys.exit(EXIT_USAGE)
     except* OSError as group:
         sys.stderr.write(f"broadcaster: error: cannot start: {_first_error(group)}\n")
         sys.exit(EXIT_STARTUP_FAILED)
 
 
-def _first_error(group: BaseExceptionGroup[OSError]) -> OSError:
-    """The first OSError in ``group``, however deep the service's nurseries nested it."""
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _first_error(group: BaseExceptionGroup[_E]) -> _E:
+    """The first error in ``group``, however deep the service's nurseries nested it."""
     first = group.exceptions[0]
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first

@@ -16,6 +16,7 @@ started here (their config carries the containment).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 
 import hypercorn.trio.run
@@ -29,9 +30,18 @@ from broadcaster.containment import Containment, Stage
 
 
 class ContainedConfig(Config):
-    """hypercorn's config, with the containment that guards each connection."""
+    """hypercorn's config, with the containment that guards each connection, and the
+    service's TLS context (the WebSocket server's too) instead of hypercorn's own."""
 
     containment: Containment | None = None
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.ssl_context is not None or super().ssl_enabled
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        return self.ssl_context if self.ssl_context is not None else super().create_ssl_context()
 
 
 class _ContainedTCPServer(TCPServer):
@@ -53,6 +63,7 @@ def _nothing() -> None:
 
 
 def _peer_ip(stream: object) -> str | None:
+    stream = getattr(stream, "transport_stream", stream)  # under TLS: a trio.SSLStream
     try:
         return str(stream.socket.getpeername()[0])  # type: ignore[attr-defined]
     except (AttributeError, OSError):

@@ -13,6 +13,12 @@ is queued and not yet started, a newer update of that topic replaces it (latest 
 is counted in ``replaced_updates``. A client whose queue still grows past ``max_items``
 frames or ``max_bytes`` bytes, or whose socket takes nothing for ``stall_timeout_s``, is
 reported through ``on_slow``; the owner closes it. Nothing here ever waits on the client.
+
+Over TLS (:mod:`broadcaster.ws.tls`) the connection attaches with an ``encrypt`` step: a frame
+is turned into this connection's TLS records when it is written (the direct path) or when it
+becomes the head of the queue, never earlier, so an unstarted update stays replaceable and
+the records leave in the order they were made. Once encrypted, a frame is started: what the
+kernel does not take stays at the head as ciphertext. Plain connections skip the step.
 """
 
 from __future__ import annotations
@@ -28,6 +34,20 @@ from broadcaster.ws.frames import Frame, Outgoing
 
 FlusherStarter = Callable[[Callable[[], Awaitable[None]]], None]
 """Starts a flusher task: given the coroutine function, runs it in the owner's nursery."""
+Encrypt = Callable[[bytes], bytes]
+"""A TLS connection's records for some plaintext (raises ``OSError`` once its session broke)."""
+
+
+class _Ciphertext:
+    """Bytes already encrypted for this connection, produced outside :meth:`Outbound.push`."""
+
+    __slots__ = ("wire",)
+
+    def __init__(self, wire: bytes) -> None:
+        self.wire = wire
+
+
+_Queued = Outgoing | _Ciphertext
 
 
 def _ignore() -> None:
@@ -44,8 +64,10 @@ class Outbound:
     __slots__ = (
         "_counters",
         "_drained",
+        "_encrypt",
         "_fd",
         "_flushing",
+        "_head_wire",
         "_head_written",
         "_on_broken",
         "_on_slow",
@@ -83,11 +105,14 @@ class Outbound:
         self._on_slow = on_slow
         self._on_broken = on_broken
         self._counters = counters if counters is not None else Counters()
-        self._queue: deque[Outgoing] = deque()
-        self._head_written = 0  # bytes of _queue[0] the kernel already took
+        self._queue: deque[_Queued] = deque()
+        # The bytes of _queue[0] once it is started (its ciphertext over TLS), else None.
+        self._head_wire: bytes | None = None
+        self._head_written = 0  # bytes of _head_wire the kernel already took
         self._queued_bytes = 0  # bytes in _queue not yet written
         self._unstarted_update: dict[str, Frame] = {}  # topic -> its queued, unstarted update
         self._fd = -1  # -1: not attached (everything queues) or broken (nothing is written)
+        self._encrypt: Encrypt | None = None  # set by attach for a TLS connection
         self._start_flusher: FlusherStarter | None = None
         self._flushing = False
         self._drained = trio.Event()
@@ -110,14 +135,17 @@ class Outbound:
 
     # --- attaching a socket ------------------------------------------------------------------
 
-    def attach(self, fd: int, start_flusher: FlusherStarter) -> None:
+    def attach(
+        self, fd: int, start_flusher: FlusherStarter, *, encrypt: Encrypt | None = None
+    ) -> None:
         """Start writing to ``fd`` (a non-blocking socket); ``start_flusher`` runs the flusher
         task when output must wait for room (the owner starts it, in its nursery and inside
-        its error boundary).
+        its error boundary); ``encrypt`` turns each frame into the bytes to write (TLS).
 
         Frames pushed before (the welcome) are written now.
         """
         self._fd = fd
+        self._encrypt = encrypt
         self._start_flusher = start_flusher
         self._write_queued()
         self._flush_later()
@@ -158,24 +186,54 @@ class Outbound:
             return
         self._send_now(item, item.wire)
 
-    def _send_now(self, item: Outgoing, wire: bytes) -> bool:
+    def _send_now(self, item: _Queued, wire: bytes) -> bool:
         """The direct path, shared by :meth:`push` and :meth:`fan_out`: write ``wire`` to the
-        socket now and keep what the kernel did not take; False if the peer is gone."""
+        socket now (encrypted first over TLS) and keep what the kernel did not take; False if
+        the peer is gone."""
+        if self._encrypt is not None:
+            try:
+                wire = self._encrypt(wire)
+            except OSError:
+                self._lost()
+                return False
         written = self._write(wire)
         if written < 0:
             return False
         if written != len(wire):
-            self._keep_rest(item, written)
+            self._keep_rest(item, wire, written)
         return True
 
-    def _keep_rest(self, item: Outgoing, written: int) -> None:
-        """The kernel took part of ``item``: the rest must follow before any other frame."""
+    def _keep_rest(self, item: _Queued, wire: bytes, written: int) -> None:
+        """The kernel took part of ``wire`` (``item``'s bytes): the rest must follow before
+        any other frame."""
         self._queue.append(item)
         self._update_direct()
+        self._head_wire = wire
         self._head_written = written
-        self._queued_bytes += len(item.wire) - written
+        self._queued_bytes += len(wire) - written
         self._check_limits()
         self._flush_later()
+
+    def push_ciphertext(self, data: bytes) -> None:
+        """Queue TLS records made outside :meth:`push` (while reading, e.g. a KeyUpdate
+        answer): they go right after the bytes encrypted before them, so before any frame
+        not yet encrypted. Never blocks."""
+        if not data:
+            return
+        if self._head_wire is not None:  # the head is encrypted: these follow it
+            self._head_wire += data
+            self._queued_bytes += len(data)
+        elif self._queue or self._fd < 0:  # nothing encrypted is queued: these go first
+            self._queue.appendleft(_Ciphertext(data))
+            self._head_wire = data
+            self._head_written = 0
+            self._queued_bytes += len(data)
+            self._update_direct()
+            self._flush_later()
+        else:
+            written = self._write(data)
+            if 0 <= written < len(data):
+                self._keep_rest(_Ciphertext(data), data, written)
 
     def _enqueue(self, item: Outgoing) -> None:
         if isinstance(item, Frame) and item.topic is not None:
@@ -200,21 +258,28 @@ class Outbound:
             self._on_slow(f"more than {self.max_bytes} bytes pending")
 
     def discard_unsent(self) -> None:
-        """Drop every queued frame except one the kernel has started to take."""
-        keep = self._queue[0] if self._queue and self._head_written else None
+        """Drop every queued frame except one the kernel has started to take (over TLS: one
+        already encrypted, whose records the client's session expects)."""
+        head_wire = self._head_wire
+        committed = head_wire is not None and (self._head_written or self._encrypt is not None)
+        keep = self._queue[0] if self._queue and committed else None
         self._queue.clear()
         self._unstarted_update.clear()
         self._queued_bytes = 0
-        if keep is not None:
+        if keep is not None and head_wire is not None:
             self._queue.append(keep)
-            self._queued_bytes = len(keep.wire) - self._head_written
+            self._queued_bytes = len(head_wire) - self._head_written
+        else:
+            self._head_wire = None
+            self._head_written = 0
 
     def drain(self) -> list[Outgoing]:
         """Take every queued frame out, unsent (for a connection with no socket yet)."""
-        taken = list(self._queue)
+        taken = [item for item in self._queue if not isinstance(item, _Ciphertext)]
         self._queue.clear()
         self._unstarted_update.clear()
         self._queued_bytes = self._head_written = 0
+        self._head_wire = None
         return taken
 
     async def wait_drained(self) -> None:
@@ -244,6 +309,7 @@ class Outbound:
         self._queue.clear()
         self._unstarted_update.clear()
         self._queued_bytes = self._head_written = 0
+        self._head_wire = None
         self._drained.set()
         self._on_broken()
 
@@ -251,11 +317,10 @@ class Outbound:
         """Write queued frames in order until the kernel stops taking; whether any byte went."""
         progressed = False
         while self._queue and self._fd >= 0:
-            head = self._queue[0]
-            topic = head.topic if isinstance(head, Frame) else None
-            if topic is not None and self._unstarted_update.get(topic) is head:
-                del self._unstarted_update[topic]  # started: no longer replaceable
-            data = memoryview(head.wire)[self._head_written :]
+            wire = self._head_wire if self._head_wire is not None else self._start_head()
+            if wire is None:
+                return progressed  # the TLS session broke: the peer is gone
+            data = memoryview(wire)[self._head_written :]
             written = self._write(data)
             if written <= 0:
                 return progressed
@@ -265,10 +330,29 @@ class Outbound:
                 self._head_written += written
                 return progressed
             self._queue.popleft()
+            self._head_wire = None
             self._head_written = 0
         self._drained.set()
         self._update_direct()
         return progressed
+
+    def _start_head(self) -> bytes | None:
+        """Start the head of the queue: no longer replaceable; encrypted now over TLS. Its
+        bytes, or None if the TLS session broke."""
+        head = self._queue[0]
+        topic = head.topic if isinstance(head, Frame) else None
+        if topic is not None and self._unstarted_update.get(topic) is head:
+            del self._unstarted_update[topic]  # started: no longer replaceable
+        wire = head.wire
+        if self._encrypt is not None and not isinstance(head, _Ciphertext):
+            try:
+                wire = self._encrypt(wire)
+            except OSError:
+                self._lost()
+                return None
+            self._queued_bytes += len(wire) - len(head.wire)
+        self._head_wire = wire
+        return wire
 
     def _flush_later(self) -> None:
         if self._queue and not self._flushing and self._start_flusher is not None:
