@@ -1,4 +1,5 @@
-"""``broadcaster watch [--topics a,b] [URL]``: a terminal tail of a broadcaster.
+"""``broadcaster watch [--topics a,b] [--token-file F] [--ca-file F] [URL]``: a terminal tail
+of a broadcaster.
 
 Without ``--topics`` it follows the service's default topics (its ``--default-topics``, as
 each ``welcome`` says them), so the list is defined once, in the service's settings.
@@ -7,6 +8,15 @@ One line per update (the value's time, topic, seq, fresh/STALE, a compact summar
 data), one per status change (state, attempt k/N, retry delay, RTT, quality) and one per
 ``error`` message, on stdout, flushed at once. SIGINT (Ctrl-C) or SIGTERM closes the
 connection cleanly and exits 0.
+
+With a service that runs ``--auth-mode jwt``: ``--token-file`` is read again before every
+connection attempt and every in-band refresh (it is the client's token provider, so a
+program that rewrites the file keeps the watch authenticated); ``--token`` passes the token
+itself, which any local user can read in ``ps`` (prefer the file). The token is not taken
+from the environment: ``broadcaster watch`` reads no environment variables. When the server
+closes with 4001 (invalid or missing token) or 4009 (replaced by a newer connection of the
+same identity) the watch does not reconnect: it prints the reason on stderr and exits
+with :data:`EXIT_STOPPED`. ``--ca-file`` trusts a private CA for ``wss://``.
 """
 
 from __future__ import annotations
@@ -15,23 +25,28 @@ import argparse
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
+from broadcaster.client.auth import TokenProvider
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.client import BroadcasterClient, open_client
 from broadcaster.client.link import parse_url
 from broadcaster.client.messages import JSON, MetricsUpdate
-from broadcaster.client.status import ClientStatus, ConnectionState
+from broadcaster.client.status import ClientStatus, ClientStopped, ConnectionState
 from broadcaster.logs import LEVELS, configure_logging
 from broadcaster.protocol import iso_now
 
 DEFAULT_URL = "ws://127.0.0.1:8765/ws"
 SUMMARY_CHARS = 120
 EXIT_USAGE = 2
+EXIT_STOPPED = 3
+"""The server closed with 4001 or 4009: reconnecting as is would not help."""
 
 
 def _brief(value: Any) -> str:
@@ -101,6 +116,16 @@ async def _print_statuses(client: BroadcasterClient, out: TextIO) -> None:
         _emit(out, format_status(status, iso_now()))
 
 
+def token_file_provider(path: Path) -> TokenProvider:
+    """A token provider that reads ``path`` (surrounding whitespace stripped) at each call,
+    in a worker thread."""
+
+    async def read() -> str:
+        return (await trio.Path(path).read_text(encoding="utf-8")).strip()
+
+    return read
+
+
 async def watch(
     url: str,
     topics: tuple[str, ...] | None,
@@ -109,28 +134,41 @@ async def watch(
     heartbeat: HeartbeatPolicy,
     connect_timeout_s: float,
     out: TextIO,
-) -> None:
-    """Print updates, status changes and errors until SIGINT or SIGTERM.
+    token: str | TokenProvider | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+) -> ClientStopped | None:
+    """Print updates, status changes and errors until SIGINT or SIGTERM, or until the server
+    closes with 4001 or 4009: then return why.
 
     ``topics`` None: the service's default topics (``welcome.subscribed``).
     """
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with (
-            open_client(
-                url,
-                topics,
-                reconnect=reconnect,
-                heartbeat=heartbeat,
-                connect_timeout_s=connect_timeout_s,
-                on_error=lambda message: _emit(out, format_error(message, iso_now())),
-            ) as client,
-            trio.open_nursery() as tasks,
-        ):
-            tasks.start_soon(_print_updates, client, out)
-            tasks.start_soon(_print_statuses, client, out)
-            async for _ in signals:
-                break
-            tasks.cancel_scope.cancel()
+    stopped: ClientStopped | None
+    try:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with (
+                open_client(
+                    url,
+                    topics,
+                    reconnect=reconnect,
+                    heartbeat=heartbeat,
+                    connect_timeout_s=connect_timeout_s,
+                    on_error=lambda message: _emit(out, format_error(message, iso_now())),
+                    token=token,
+                    ssl_context=ssl_context,
+                ) as client,
+                trio.open_nursery() as tasks,
+            ):
+                tasks.start_soon(_print_updates, client, out)
+                tasks.start_soon(_print_statuses, client, out)
+                async for _ in signals:
+                    break
+                tasks.cancel_scope.cancel()
+    except* ClientStopped as group:
+        first = group.exceptions[0]
+        stopped = first if isinstance(first, ClientStopped) else None
+    else:
+        stopped = None
+    return stopped
 
 
 # --- command line ----------------------------------------------------------------------------
@@ -206,11 +244,32 @@ def add_watch_command(commands: Any) -> None:
         help="no pong after this long: the link is dead",
     )
     number("--connect-timeout-ms", default=10_000, help="deadline of connect and welcome")
+    secret = watch_parser.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="a file holding the token (JWT), read again before every connection and refresh",
+    )
+    secret.add_argument(
+        "--token",
+        default=None,
+        help="the token itself (visible to local users in ps: prefer --token-file)",
+    )
+    add("--ca-file", type=Path, default=None, help="trust this CA (PEM) for a wss:// URL")
     add("--log-level", choices=list(LEVELS), default="error", help="client logs, on stderr")
 
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _trusting(ca_file: Path) -> ssl.SSLContext:
+    """The default TLS checks, trusting the CA certificates in ``ca_file`` too."""
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"--ca-file: cannot load {str(ca_file)!r}: {exc}") from None
 
 
 def run_watch(args: argparse.Namespace) -> int:
@@ -221,6 +280,7 @@ def run_watch(args: argparse.Namespace) -> int:
             f"must be at least --base-delay-ms ({args.base_delay_ms})\n"
         )
         return EXIT_USAGE
+    ssl_context = None
     try:
         reconnect = ReconnectPolicy(
             base_delay_s=args.base_delay_ms / 1000,
@@ -231,16 +291,24 @@ def run_watch(args: argparse.Namespace) -> int:
         )
         heartbeat = HeartbeatPolicy(args.ping_interval_ms / 1000, args.pong_timeout_ms / 1000)
         parse_url(args.url)
+        if args.token is not None and not args.token.strip():
+            raise ValueError("--token: the token is empty")
+        if args.ca_file is not None:
+            ssl_context = _trusting(args.ca_file)
     except ValueError as exc:
         sys.stderr.write(f"broadcaster: error: {exc}\n")
         return EXIT_USAGE
+    token: str | TokenProvider | None = args.token.strip() if args.token else None
+    if args.token_file is not None:
+        token = token_file_provider(args.token_file)
     configure_logging("console", args.log_level)
     # The client logs through the standard library; configure_logging keeps libraries at
     # warning and above, but here the client's own lines are what --log-level is about.
     logging.getLogger("broadcaster.client").setLevel(LEVELS[args.log_level])
+    stopped = None
     # Ctrl-C before the signal handler is installed: still a clean exit.
     with contextlib.suppress(KeyboardInterrupt):
-        trio.run(
+        stopped = trio.run(
             partial(
                 watch,
                 args.url,
@@ -249,6 +317,11 @@ def run_watch(args: argparse.Namespace) -> int:
                 heartbeat=heartbeat,
                 connect_timeout_s=args.connect_timeout_ms / 1000,
                 out=sys.stdout,
+                token=token,
+                ssl_context=ssl_context,
             )
         )
+    if stopped is not None:
+        sys.stderr.write(f"broadcaster: stopped: {stopped}; not reconnecting\n")
+        return EXIT_STOPPED
     return 0

@@ -22,6 +22,19 @@
 // - While connected, a `ping` every pingIntervalMs (the first right after the welcome); no
 //   `pong` within pongTimeoutMs closes the socket and reconnects. An attempt with no welcome
 //   within connectTimeoutMs fails.
+// - Tokens (a service with --auth-mode jwt): with a `token` or a `tokenProvider` option, the
+//   first message on every socket is {"type": "auth", "token": ...} (browsers cannot set the
+//   Authorization header; a token never goes in the URL). The provider is called for every
+//   socket and, after REFRESH_SHARE of the lifetime the welcome's (or an auth_refreshed's)
+//   authExpiresAt leaves, to refresh the token in-band. A refused refresh (invalid_token) is
+//   reported (status.authError, an "error" event) and tried again after the same share of
+//   what is left, until less than MIN_REFRESH_LEFT_MS is left; the connection goes on until
+//   the server closes it with 4005. A fixed `token` is never refreshed.
+// - Close 4005 (token expired): planned like a server_shutdown with reconnectAfterMs 0
+//   (jitter only; status.tokenExpired), with a fresh token from the provider. Close 4001
+//   (invalid or missing token) or 4009 (replaced by a newer connection of the same identity):
+//   no reconnection; the state is "stopped", status.lastClose says why, and a "stopped" event
+//   carries { code, reason }. connect() starts again (e.g. once the user gave a new token).
 //
 // Everything with a side effect outside this object (WebSocket, timers, clock, randomness) is
 // an option, so the client runs under Node's test runner with fakes.
@@ -41,11 +54,16 @@ export const DEFAULT_OPTIONS = Object.freeze({
   /** RTT at or below which the quality is "excellent"; then "good" up to goodRttMs. */
   excellentRttMs: 100,
   goodRttMs: 300,
+  /** A token (JWT) sent as the first message of every socket; never refreshed. */
+  token: null,
+  /** Or a function returning a token or a Promise of one: called per socket and to refresh. */
+  tokenProvider: null,
   WebSocket: null, // default: globalThis.WebSocket
   random: null, // default: Math.random
   now: null, // default: performance.now(), else Date.now()
   setTimeout: null, // default: globalThis.setTimeout
   clearTimeout: null, // default: globalThis.clearTimeout
+  dateNow: null, // default: Date.now (the wall clock, to read authExpiresAt)
 });
 
 /**
@@ -72,7 +90,15 @@ const NUMBER_RULES = Object.freeze({
   excellentRttMs: { min: 0 },
   goodRttMs: { min: "excellentRttMs" },
 });
-const FUNCTION_OPTIONS = ["WebSocket", "random", "now", "setTimeout", "clearTimeout"];
+const FUNCTION_OPTIONS = [
+  "WebSocket",
+  "random",
+  "now",
+  "setTimeout",
+  "clearTimeout",
+  "dateNow",
+  "tokenProvider",
+];
 
 /**
  * Check a full set of options (DEFAULT_OPTIONS merged with the caller's).
@@ -103,6 +129,12 @@ export function checkOptions(options) {
       throw new TypeError(`option ${name} must be a function, not ${describe(value)}`);
     }
   }
+  if (options.token !== null && (typeof options.token !== "string" || options.token === "")) {
+    throw new TypeError(`option token must be a non-empty string, not ${describe(options.token)}`);
+  }
+  if (options.token !== null && options.tokenProvider !== null) {
+    throw new TypeError("options token and tokenProvider exclude each other: give one");
+  }
 }
 
 function describe(value) {
@@ -116,6 +148,21 @@ function describe(value) {
  */
 export const PLANNED_JITTER_FLOOR_MS = 2000;
 
+/** Refresh a token after this share of the lifetime it has left (as the Python client). */
+export const REFRESH_SHARE = 0.8;
+/** With less left than this, no more refresh attempts: the 4005 and a reconnection follow. */
+export const MIN_REFRESH_LEFT_MS = 1000;
+/** A refresh with no auth_refreshed or invalid_token after this long has failed. */
+export const REFRESH_ANSWER_TIMEOUT_MS = 10000;
+
+/** Close codes of the protocol that the client acts on (docs/protocol.md). */
+export const CloseCode = Object.freeze({
+  AUTH_FAILED: 4001, // invalid or missing token: do not reconnect with the same token
+  TOKEN_EXPIRED: 4005, // reconnect with a fresh token
+  REPLACED: 4009, // a newer connection of the same identity: do not reconnect
+});
+const STOP_CODES = new Set([CloseCode.AUTH_FAILED, CloseCode.REPLACED]);
+
 /** Connection states, as `status.state`. */
 export const State = Object.freeze({
   IDLE: "idle",
@@ -123,6 +170,7 @@ export const State = Object.freeze({
   CONNECTED: "connected",
   RECONNECTING: "reconnecting",
   SERVER_DOWN: "server_down",
+  STOPPED: "stopped",
   CLOSED: "closed",
 });
 
@@ -145,6 +193,8 @@ const NOTHING_IN_PROGRESS = Object.freeze({
   connectionId: null,
   rttMs: null,
   quality: null,
+  tokenExpired: false,
+  authExpiresAt: null,
 });
 const OPEN = 1; // WebSocket.OPEN, without relying on the injected class defining it
 const CLIENT_CLOSE_CODE = 4000; // our own close of a silent or stuck socket (private range)
@@ -174,6 +224,8 @@ export function statusLabel(status) {
       return `Reconnecting ${Math.max(1, status.attempt)} of ${status.maxAttempts}`;
     case State.SERVER_DOWN:
       return "Server down";
+    case State.STOPPED:
+      return status.lastClose?.code === CloseCode.REPLACED ? "Replaced" : "Not authorized";
     case State.CLOSED:
       return "Closed";
     default:
@@ -205,6 +257,7 @@ export class BroadcasterClient extends EventTarget {
     // Wrapped: a browser's setTimeout throws "Illegal invocation" when called detached.
     this._setTimeout = merged.setTimeout ?? ((fn, ms) => globalThis.setTimeout(fn, ms));
     this._clearTimeout = merged.clearTimeout ?? ((id) => globalThis.clearTimeout(id));
+    this._dateNow = merged.dateNow ?? (() => Date.now());
     // What to ask for after every welcome. With a `topics` option the client follows exactly
     // `_wanted`; without one it follows the server's defaults plus `_wanted` minus `_removed`.
     this._exact = merged.topics !== null;
@@ -217,7 +270,16 @@ export class BroadcasterClient extends EventTarget {
     this._reconnectAfterMs = null; // from server_shutdown on the current socket
     this._failures = 0; // failed reconnect attempts in a row
     this._next = Next.FIRST; // the kind of the attempt in progress or waited for
-    this._timers = { retry: null, connect: null, ping: null, pong: null };
+    this._timers = {
+      retry: null,
+      connect: null,
+      ping: null,
+      pong: null,
+      refresh: null,
+      refreshAnswer: null,
+    };
+    this._expiresAt = null; // wall-clock ms at which the current socket's token expires
+    this._refreshPending = false; // an auth refresh waits for its answer
     this._pingId = 0;
     this._pendingPing = null; // { id, sentAt }
     this._status = {
@@ -225,6 +287,7 @@ export class BroadcasterClient extends EventTarget {
       maxAttempts: merged.maxAttempts,
       ...NOTHING_IN_PROGRESS,
       lastClose: null,
+      authError: null,
     };
   }
 
@@ -246,7 +309,8 @@ export class BroadcasterClient extends EventTarget {
 
   /** Start connecting. Calling it again while running does nothing. */
   connect() {
-    if (this._status.state !== State.IDLE && this._status.state !== State.CLOSED) return;
+    const { state } = this._status;
+    if (state !== State.IDLE && state !== State.CLOSED && state !== State.STOPPED) return;
     this._failures = 0;
     this._next = Next.FIRST;
     this._setStatus({
@@ -307,6 +371,9 @@ export class BroadcasterClient extends EventTarget {
     }
     this._socket = socket;
     const current = () => this._socket === socket;
+    socket.addEventListener("open", () => {
+      if (current()) this._authenticate(socket);
+    });
     socket.addEventListener("message", (event) => {
       if (current()) this._onMessage(socket, event.data);
     });
@@ -355,7 +422,13 @@ export class BroadcasterClient extends EventTarget {
       case "pong":
         this._onPong(message);
         break;
+      case "auth_refreshed":
+        this._onAuthRefreshed(message);
+        break;
       case "error":
+        if (message.code === "invalid_token" && this._refreshPending) {
+          this._refreshFailed(`invalid_token: ${message.message}`);
+        }
         this._emit("error", message);
         break;
       case "server_shutdown":
@@ -386,11 +459,106 @@ export class BroadcasterClient extends EventTarget {
       connectionId: message.connectionId ?? null,
       rttMs: null,
       quality: null,
+      tokenExpired: false,
+      authError: null,
     });
     if (this._socket !== socket) return;
     this._emit("welcome", message);
     if (this._socket !== socket) return;
     this._sendPing();
+    this._tokenExpiryKnown(message.authExpiresAt);
+  }
+
+  // ---- tokens ------------------------------------------------------------------------------
+
+  /** The token to send now, as a Promise: the fixed one or the provider's answer. */
+  _currentToken() {
+    const { token, tokenProvider } = this.options;
+    if (tokenProvider === null) return Promise.resolve(token);
+    return new Promise((resolve) => resolve(tokenProvider())).then((value) => {
+      if (typeof value !== "string" || value === "") {
+        throw new TypeError(`tokenProvider gave ${describe(value)}, not a token`);
+      }
+      return value;
+    });
+  }
+
+  /** The socket is open: with a token, send it as the first message. */
+  _authenticate(socket) {
+    const { token, tokenProvider } = this.options;
+    if (tokenProvider === null) {
+      if (token !== null) socket.send(JSON.stringify({ type: "auth", token }));
+      return;
+    }
+    this._currentToken().then(
+      (token) => {
+        if (this._socket === socket && socket.readyState === OPEN) {
+          socket.send(JSON.stringify({ type: "auth", token }));
+        }
+      },
+      (error) => {
+        if (this._socket !== socket) return;
+        this._emitClientError("token_unavailable", `no token: ${error?.message ?? error}`);
+        if (this._socket !== socket) return;
+        this._dropSocket(CLIENT_CLOSE_CODE, "no token");
+        this._socketEnded({ code: null, reason: "no token from tokenProvider" });
+      },
+    );
+  }
+
+  /** A welcome or auth_refreshed said when the token expires: plan the next refresh. */
+  _tokenExpiryKnown(authExpiresAt) {
+    const at = typeof authExpiresAt === "string" ? Date.parse(authExpiresAt) : Number.NaN;
+    if (!Number.isFinite(at)) return;
+    this._expiresAt = at;
+    this._setStatus({ authExpiresAt });
+    this._planRefresh();
+  }
+
+  _planRefresh() {
+    this._clearTimer("refresh");
+    if (this.options.tokenProvider === null || this._expiresAt === null) return;
+    const leftMs = this._expiresAt - this._dateNow();
+    if (leftMs < MIN_REFRESH_LEFT_MS) return; // too late: wait for the 4005
+    const socket = this._socket;
+    this._timers.refresh = this._setTimeout(
+      () => {
+        this._timers.refresh = null;
+        this._refresh(socket);
+      },
+      Math.min(REFRESH_SHARE * leftMs, MAX_DELAY_MS),
+    );
+  }
+
+  _refresh(socket) {
+    this._refreshPending = true;
+    this._currentToken().then(
+      (token) => {
+        if (this._socket !== socket || !this._refreshPending) return;
+        if (!this._send({ type: "auth", token })) return;
+        this._timers.refreshAnswer = this._setTimeout(() => {
+          this._timers.refreshAnswer = null;
+          this._refreshFailed(`no answer within ${REFRESH_ANSWER_TIMEOUT_MS} ms`);
+        }, REFRESH_ANSWER_TIMEOUT_MS);
+      },
+      (error) => {
+        if (this._socket === socket) this._refreshFailed(`no token: ${error?.message ?? error}`);
+      },
+    );
+  }
+
+  _onAuthRefreshed(message) {
+    this._refreshPending = false;
+    this._clearTimer("refreshAnswer");
+    this._setStatus({ authError: null });
+    this._tokenExpiryKnown(message.authExpiresAt);
+  }
+
+  _refreshFailed(reason) {
+    this._refreshPending = false;
+    this._clearTimer("refreshAnswer");
+    this._setStatus({ authError: reason });
+    this._planRefresh(); // again, after the same share of what is left
   }
 
   /** Subscriptions belong to a connection: ask again for what we follow after a welcome. */
@@ -442,6 +610,8 @@ export class BroadcasterClient extends EventTarget {
     this._socket = null;
     this._clearTimers();
     this._pendingPing = null;
+    this._expiresAt = null;
+    this._refreshPending = false;
     const welcomed = this._welcomed;
     const reconnectAfterMs = this._reconnectAfterMs;
     this._welcomed = false;
@@ -457,9 +627,28 @@ export class BroadcasterClient extends EventTarget {
       connectionId: null,
       rttMs: null,
       quality: null,
+      tokenExpired: false,
+      authExpiresAt: null,
       lastClose: { code: close.code, reason: close.reason, welcomed },
     };
-    if (reconnectAfterMs !== null) {
+    if (STOP_CODES.has(close.code)) {
+      // Reconnecting as is cannot help: the same token is refused again, or it would replace
+      // the newer connection of the same identity in turn.
+      this._setStatus({ ...NOTHING_IN_PROGRESS, ...lost, state: State.STOPPED });
+      this._emit("stopped", { code: close.code, reason: close.reason });
+      return;
+    }
+    if (close.code === CloseCode.TOKEN_EXPIRED) {
+      // Planned, with a fresh token; jitter only, with the floor, as after a server_shutdown.
+      const spreadMs = jitterRatio * PLANNED_JITTER_FLOOR_MS;
+      this._schedule(Next.PLANNED, this._random() * spreadMs, {
+        ...lost,
+        state: State.RECONNECTING,
+        attempt: 0,
+        probes: 0,
+        tokenExpired: true,
+      });
+    } else if (reconnectAfterMs !== null) {
       // server_shutdown: the server's delay replaces the backoff; its jitter has a floor.
       const spreadMs = jitterRatio * Math.max(reconnectAfterMs, PLANNED_JITTER_FLOOR_MS);
       this._schedule(Next.PLANNED, reconnectAfterMs + this._random() * spreadMs, {

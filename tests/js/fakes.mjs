@@ -82,10 +82,15 @@ export function fakeWebSocketClass() {
 
     // ---- the server's side ----
 
-    /** Open the socket and send a welcome (fields override the defaults). */
-    accept(fields = {}) {
+    /** The handshake succeeded: the socket opens (the client may send its auth now). */
+    open() {
       this.readyState = 1;
       this.dispatchEvent(new Event("open"));
+    }
+
+    /** Open the socket (unless open() did) and send a welcome (fields override the defaults). */
+    accept(fields = {}) {
+      if (this.readyState === 0) this.open();
       this.receive({
         type: "welcome",
         connectionId: `ws_${sockets.indexOf(this) + 1}_1795308854343`,
