@@ -6,6 +6,7 @@ Every field is a command-line flag (``ws_port`` -> ``--ws-port``) and an environ
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,9 @@ from broadcaster.errors import ConfigError
 ENV_PREFIX = "BROADCASTER_"
 # scheme://host[:port], as browsers send it in Origin (lowercase scheme, no path).
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.-]*://[^/\s?#]+$")
+
+# A comma followed by a URL scheme: where one notification URL ends and the next begins.
+_URL_START = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 PositiveMs = Annotated[int, Field(gt=0, le=86_400_000)]
@@ -143,6 +147,23 @@ class Settings(BaseModel):
         None, description="PEM certificate chain: both servers speak TLS (wss://, https://)"
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of --tls-cert-file")
+    # --- notifications (docs/operations.md, "Monitoring and alerts") -------------------------
+    notify_urls: tuple[str, ...] = Field(
+        (),
+        description="Apprise URLs notified of service events (discord://, slack://, mailto://, "
+        "json://, ...), comma-separated; empty: no notifications",
+    )
+    notify_after_failures: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        3, description="consecutive failed queries or pings that make database_down"
+    )
+    notify_no_clients_after_ms: PositiveMs = Field(
+        300000, description="time without clients (after having had some) that makes clients_gone"
+    )
+    notify_heartbeat_failures: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        50,
+        description="connections closed for silence in one heartbeat interval over which "
+        "heartbeat_failures is sent",
+    )
     log_format: Literal["json", "console"] = Field("json", description="log line format")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="lowest level logged"
@@ -161,6 +182,28 @@ class Settings(BaseModel):
         if isinstance(value, str):
             return tuple(name.strip() for name in value.split(",") if name.strip())
         return value
+
+    @field_validator("notify_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        # A comma starts a new URL only before a scheme: Apprise URLs keep commas in their
+        # parameters (mailto://...?to=a@example.com,b@example.com).
+        if isinstance(value, str):
+            return tuple(url.strip() for url in _URL_START.split(value) if url.strip())
+        return value
+
+    @field_validator("notify_urls")
+    @classmethod
+    def _apprise_can_send(cls, urls: tuple[str, ...]) -> tuple[str, ...]:
+        for url in urls:
+            if not _apprise_can_send_to(url):
+                # Only the scheme is shown: the rest of a notification URL is often a secret.
+                raise _FieldProblem(
+                    "notify_urls",
+                    url.split("://", 1)[0] + "://...",
+                    "not a URL Apprise can send to (see https://github.com/caronc/apprise/wiki)",
+                )
+        return urls
 
     @field_validator(
         "topics_file",
@@ -250,6 +293,18 @@ class _FieldProblem(ValueError):
         self.value = value
         self.problem = problem
         super().__init__(problem)
+
+
+def _apprise_can_send_to(url: str) -> bool:
+    """Whether Apprise parses ``url`` into a service (its own complaint is not logged)."""
+    import apprise  # here: the import costs 0.4 s, and only notification URLs need it
+
+    apprise_log = logging.getLogger("apprise")
+    disabled, apprise_log.disabled = apprise_log.disabled, True
+    try:
+        return apprise.Apprise.instantiate(url, suppress_exceptions=True) is not None
+    finally:
+        apprise_log.disabled = disabled
 
 
 def flag_name(field: str) -> str:

@@ -21,6 +21,7 @@ says so; the ping itself runs on to its full timeout and its outcome is recorded
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,9 @@ class SourceHealth:
         self._probe: _Probe | None = None
         # One slot is enough: a probe is only requested while none is in flight.
         self._probe_requests, self._probe_inbox = trio.open_memory_channel[_Probe](1)
+        # Told every outcome, query or ping: the error (None: success) and the failures in a
+        # row so far (the notifications' DatabaseWatcher). Must not block.
+        self.on_outcome: Callable[[str | None, int], None] = lambda error, failures: None
 
     @property
     def healthy(self) -> bool:
@@ -150,6 +154,7 @@ class SourceHealth:
             self.consecutive_failures += 1
             self.last_error = error
         self._checked_at = trio.current_time()
+        self.on_outcome(error, self.consecutive_failures)
 
     def _probe_overdue(self) -> bool:
         """A ping has been unanswered for ``CHECK_WAIT_S``, and nothing was heard since it began."""
