@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import trio
 
+from broadcaster.auth.identity import Identity
 from broadcaster.broadcast.topics import Topic
 from broadcaster.config import Settings
 from broadcaster.errors import QueryRejected, SourceUnavailable
@@ -70,13 +71,20 @@ def make_hub(
     *,
     max_pending_bytes: int = 1 << 20,
     stall_timeout_s: float = 15.0,
+    tenant_topics: Sequence[str] = (),
     **input_overrides: Any,
 ) -> PolicyHub:
     """A hub whose connections, never attached to a socket, queue all they are sent.
 
     ``input_overrides`` replace fields of the default :class:`InputLimits`.
     """
-    hub = PolicyHub(topics, defaults, broadcast_interval_ms=10_000, max_connections=100)
+    hub = PolicyHub(
+        topics,
+        defaults,
+        broadcast_interval_ms=10_000,
+        max_connections=100,
+        tenant_topics=tenant_topics,
+    )
     hub.on_closed = log_connection_closed  # as the service wires it
     hub.policy = ConnectionPolicy(
         output=OutputLimits(
@@ -96,11 +104,13 @@ class PolicyHub(Hub):
     policy: ConnectionPolicy
 
 
-def open_connection(hub: PolicyHub) -> Connection:
-    """Build and register a connection as the WebSocket server does."""
+def open_connection(hub: PolicyHub, identity: Identity | None = None) -> Connection:
+    """Build, register and admit a connection as the WebSocket server does (``identity``: as
+    if it had sent a valid token carrying it)."""
     connection = Connection(
         hub.new_connection_id(), ClientInfo(user_agent="test", ip="127.0.0.1"), hub.policy
     )
+    connection.identity = identity
     hub.register(connection)
     hub.admit(connection)
     return connection
