@@ -19,8 +19,11 @@ log = structlog.get_logger("broadcaster.hub")
 
 
 def connection_view(connection: Connection) -> dict[str, Any]:
-    """The connection as reported by the status API and the disconnect log line."""
-    return {
+    """The connection as reported by the status API and the disconnect log line.
+
+    An authenticated connection also shows who holds it (never its token).
+    """
+    view: dict[str, Any] = {
         "id": connection.id,
         "connectedAt": iso_from_unix_ms(connection.connected_at_unix_ms),
         "lastActivity": iso_from_unix_ms(time.time() * 1000 - connection.idle_s() * 1000),
@@ -39,6 +42,9 @@ def connection_view(connection: Connection) -> dict[str, Any]:
         "replacedUpdates": connection.outbound.replaced_updates,
         "droppedMessages": connection.dropped_messages,
     }
+    if (identity := connection.identity) is not None:
+        view["identity"] = {"sub": identity.sub, "tenant": identity.tenant}
+    return view
 
 
 def log_connection_closed(connection: Connection, remaining: int) -> None:

@@ -7,6 +7,9 @@ upgraded HTTP/1.0 requests and keys that are not 16 bytes. Here the three steps 
 - :class:`RequestReader` (sans I/O) feeds the bytes to h11 under a cap on the head's size;
 - :func:`validate` (pure) judges the parsed request: it compares bytes and never decodes, so
   no header value can raise;
+- :func:`check_origin` (pure) asks the origin policy about the raw ``Origin`` and ``Host``
+  bytes: a browser page from a foreign origin is refused with 403 before the upgrade
+  (cross-site WebSocket hijacking);
 - :func:`receive_request` and :func:`send_rejection` do the socket side. A rejection is
   followed by a lingering close, so the kernel does not answer unread client bytes with a
   reset that would destroy the answer before the client reads it.
@@ -14,7 +17,8 @@ upgraded HTTP/1.0 requests and keys that are not 16 bytes. Here the three steps 
 ::
 
     bytes --RequestReader--> h11.Request --validate--> Accept --accept_response--> 101 + frames
-              |                                 '--> Reject --send_rejection--> 4xx, EOF, drain
+              |                          |      '--> Reject --send_rejection--> 4xx, EOF, drain
+              |                          '--check_origin--> Reject(403)
               '--> Reject: not HTTP (400), head over MAX_HEAD_BYTES (431)
 
 No extension and no subprotocol are ever negotiated: one encoded frame serves every client.
@@ -26,7 +30,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import h11
@@ -34,6 +38,7 @@ import trio
 
 from broadcaster.host_header import is_valid_host
 from broadcaster.ws.connection import RECEIVE_BYTES
+from broadcaster.ws.policy import OriginCheck
 
 MAX_HEAD_BYTES = 16384  # request line and headers; browsers send about 1 KiB
 LINGER_TIMEOUT_S = 2.0  # after a rejection: how long the client's leftovers are read
@@ -57,10 +62,18 @@ _REASON_CHARS = 120
 
 @dataclass(frozen=True, slots=True)
 class Accept:
-    """The request is a valid upgrade: answer 101 with ``accept_token``."""
+    """The request is a valid upgrade: answer 101 with ``accept_token``.
+
+    The raw values of the headers judged later ride along, outside equality: ``host``,
+    ``origins`` (:func:`check_origin`) and ``authorization`` (the connection's token, never
+    shown in a repr or a log line).
+    """
 
     accept_token: bytes
     user_agent: bytes | None
+    host: bytes = field(default=b"", compare=False)
+    origins: tuple[bytes, ...] = field(default=(), compare=False)
+    authorization: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +130,19 @@ def validate(request: h11.Request, *, path: str) -> Accept | Reject:
     return Accept(
         accept_token=base64.b64encode(hashlib.sha1(keys[0] + _ACCEPT_GUID).digest()),
         user_agent=user_agents[0] if user_agents else None,
+        host=hosts[0],
+        origins=tuple(headers.get(b"origin", ())),
+        authorization=tuple(headers.get(b"authorization", ())),
     )
+
+
+def check_origin(accept: Accept, origins: OriginCheck) -> Reject | None:
+    """403 if the request's ``Origin`` may not connect (several Origin headers never may)."""
+    if len(accept.origins) > 1:
+        return Reject(403, "more than one Origin header")
+    if origins.allows(accept.origins[0] if accept.origins else None, accept.host):
+        return None
+    return Reject(403, "origin not allowed")
 
 
 def accept_response(accept: Accept) -> bytes:

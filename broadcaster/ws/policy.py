@@ -10,7 +10,9 @@ policy without the connection's machinery.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from broadcaster.auth.identity import TokenVerifier
 from broadcaster.containment import Containment
 from broadcaster.counters import Counters
 
@@ -44,6 +46,23 @@ class OutputLimits:
     stall_timeout_s: float = 15.0
 
 
+class OriginCheck(Protocol):
+    """Whether a handshake's ``Origin`` may connect (:class:`broadcaster.auth.OriginPolicy`)."""
+
+    def allows(self, origin: bytes | None, host: bytes) -> bool:
+        """Judge the raw header bytes (``origin`` None: no Origin header); never raises."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """How a connection proves who holds it (``--auth-mode jwt``): the verifier of its
+    tokens, and how long it has to present one (see :mod:`broadcaster.ws.auth_gate`)."""
+
+    verifier: TokenVerifier
+    timeout_s: float
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionPolicy:
     """Everything a connection is built from, other than who it is: one object, made once by
@@ -51,9 +70,13 @@ class ConnectionPolicy:
 
     ``counters`` and ``containment`` are the service-wide ones (the hub's): a connection counts
     what it decides (errors, slow consumer, oversized message, updates) where it decides it.
+    ``origins`` None accepts every Origin; ``auth`` None admits every client at once
+    (``--auth-mode none``: no token, no extra task).
     """
 
     output: OutputLimits
     input: InputLimits
     counters: Counters = field(default_factory=Counters)
     containment: Containment = field(default_factory=Containment)
+    origins: OriginCheck | None = None
+    auth: AuthPolicy | None = None
