@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
-from broadcaster.broadcast.topics import build_catalog, load_topics_file, series_data
+from broadcaster.broadcast.topics import Topic, build_catalog, load_topics_file, series_data
 from broadcaster.errors import ConfigError, TopicsFileError
 from broadcaster.sources.base import Series, StatementResult
 from tests import REPO
@@ -66,3 +66,38 @@ def test_series_data_flattens_every_statement() -> None:
             {"name": "mem", "tags": {}, "rows": [{"time": 1, "v": 7}]},
         ]
     }
+
+
+# --- tenant topics -----------------------------------------------------------------------------
+
+
+def test_a_query_with_the_tenant_placeholder_makes_a_tenant_topic(tmp_path: Path) -> None:
+    path = tmp_path / "t.toml"
+    path.write_text(
+        '[[topic]]\nname = "sales"\nquery = "SELECT last(v) FROM s WHERE \\"tenant\\" = {tenant}"\n'
+        '[[topic]]\nname = "all"\nquery = "SELECT last(v) FROM s"\n'
+    )
+    sales, everyone = load_topics_file(path)
+    assert sales.is_tenant_topic
+    assert not everyone.is_tenant_topic
+    assert sales.query_for("acme") == "SELECT last(v) FROM s WHERE \"tenant\" = 'acme'"
+    assert everyone.query_for(None) == "SELECT last(v) FROM s"
+
+
+def test_the_tenant_is_quoted_and_escaped_everywhere_it_appears() -> None:
+    topic = Topic(
+        name="t",
+        query="SELECT * FROM a WHERE t = {tenant}; SELECT * FROM b WHERE t = {tenant}",
+        shape=series_data,
+    )
+    assert topic.query_for("o'k\\") == (
+        "SELECT * FROM a WHERE t = 'o\\'k\\\\'; SELECT * FROM b WHERE t = 'o\\'k\\\\'"
+    )
+
+
+def test_a_tenant_topic_is_never_queried_without_a_tenant_nor_the_reverse() -> None:
+    tenant_topic = Topic(name="t", query="SELECT * FROM a WHERE t = {tenant}", shape=series_data)
+    with pytest.raises(ValueError, match="needs a tenant"):
+        tenant_topic.query_for(None)
+    with pytest.raises(ValueError, match="not a tenant topic"):
+        Topic(name="u", query="SELECT 1", shape=series_data).query_for("acme")
