@@ -179,6 +179,15 @@ def test_a_username_needs_a_password_and_a_password_a_username() -> None:
 
 
 @pytest.mark.parametrize(
+    "keys", [{}, {"jwt_secret_file": "s", "jwks_url": "https://auth.example/jwks.json"}]
+)
+def test_jwt_mode_needs_exactly_one_key_source(keys: dict[str, str]) -> None:
+    error = config_error({"auth_mode": "jwt", **keys})  # the CLI exits 2 with this line
+    assert (error.setting, error.value) == ("--auth-mode", "jwt")
+    assert "exactly one of --jwt-secret-file, --jwt-public-key-file, --jwks-url" in error.problem
+
+
+@pytest.mark.parametrize(
     ("given", "topics"),
     [
         ("cpu", ("cpu",)),
