@@ -10,9 +10,18 @@
 // Query-string overrides (for tests and experiments): ?ws=ws://host:port/ws and the numeric
 // client options, e.g. ?baseDelayMs=200&maxAttempts=10&pingIntervalMs=1000. Values the client
 // would refuse are ignored with a console warning (dashboard-options.js).
+//
+// Access tokens (a service with --auth-mode jwt): `/#token=<jwt>` hands the page a token
+// (dashboard-token.js: taken out of the address bar, kept in sessionStorage for reloads). The
+// client sends it as its first message on every connection. When the service refuses the
+// connection (4001: no token, invalid or expired token) the page says why and asks for a token
+// with a small form; a 4009 (a newer connection of the same identity replaced this one) is
+// said plainly and not retried. /api/client-config may say `authRequired: true`; then a page
+// without a token asks at once instead of waiting for the service's refusal.
 
-import { BroadcasterClient, statusLabel } from "./broadcaster-client.js";
+import { BroadcasterClient, CloseCode, statusLabel } from "./broadcaster-client.js";
 import { optionsFromQuery } from "./dashboard-options.js";
+import { storeToken, takeToken } from "./dashboard-token.js";
 
 // Set once per page load: a test can check that the page was never reloaded.
 window.__loadId ??= `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -24,21 +33,24 @@ const CAUSES = {
   bad_response: "unusable answer from the database",
 };
 
-/** The WebSocket URL: ?ws=..., else the service's /api/client-config, else a guess. */
-async function websocketUrl(search) {
-  const override = new URLSearchParams(search).get("ws");
-  if (override) return override;
+/**
+ * Where and how to connect: the WebSocket URL (?ws=..., else the service's
+ * /api/client-config, else a guess) and whether the service needs a token.
+ */
+async function clientConfig(search) {
+  let config = {};
   try {
     const response = await fetch("api/client-config", { cache: "no-store" });
-    if (response.ok) {
-      const config = await response.json();
-      if (typeof config.websocketUrl === "string") return config.websocketUrl;
-    }
+    if (response.ok) config = await response.json();
   } catch (error) {
     console.warn("no client config from the service", error);
   }
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  return `${scheme}://${location.hostname || "127.0.0.1"}:8765/ws`;
+  const url =
+    new URLSearchParams(search).get("ws") ||
+    (typeof config.websocketUrl === "string" ? config.websocketUrl : null) ||
+    `${scheme}://${location.hostname || "127.0.0.1"}:8765/ws`;
+  return { url, authRequired: config.authRequired === true };
 }
 
 // ---- rendering -------------------------------------------------------------------------
@@ -153,12 +165,26 @@ function onError(error) {
 
 let currentStatus = null;
 
+/** What a page can say of a close that stopped the client (4001, 4009). */
+function stoppedMessage(lastClose) {
+  const reason = lastClose?.reason ? `: ${lastClose.reason}` : "";
+  if (lastClose?.code === CloseCode.REPLACED) {
+    return (
+      `Disconnected: a newer connection with the same identity replaced this one${reason}. ` +
+      "This page will not reconnect; reload it to take over again."
+    );
+  }
+  return `Not authorized: the service refused the access token${reason}.`;
+}
+
 function renderNotice() {
   const notice = $("notice");
   const live = currentStatus?.state === "connected";
   const stale = DRAWN.filter((topic) => latest[topic]?.stale);
   let message = "";
-  if (!live && Object.keys(latest).length) {
+  if (currentStatus?.state === "stopped") {
+    message = stoppedMessage(currentStatus.lastClose);
+  } else if (!live && Object.keys(latest).length) {
     message =
       "Not live: the figures below are the last ones received before the connection was lost.";
   } else if (stale.length) {
@@ -206,26 +232,76 @@ function renderCountdown(client) {
   text("connection-detail", detail);
 }
 
+// ---- the access token ------------------------------------------------------------------
+
+function sessionStore() {
+  try {
+    return window.sessionStorage;
+  } catch {
+    return null; // storage disabled
+  }
+}
+
+// The page's token; the client's tokenProvider reads it, so a new one is used at once.
+let token = takeToken(location, history, sessionStore());
+
+function askForToken(why) {
+  text("token-reason", why);
+  $("token-form").hidden = false;
+  $("token-input").focus();
+}
+
+function onStopped(detail) {
+  if (detail.code !== CloseCode.AUTH_FAILED) return; // 4009: the notice says it; no retry
+  storeToken(sessionStore(), null); // refused: do not offer it again on reload
+  token = null;
+  askForToken(stoppedMessage({ code: detail.code, reason: detail.reason }));
+}
+
 // ---- start -----------------------------------------------------------------------------
 
-async function main() {
-  const url = await websocketUrl(location.search);
-  text("websocket-url", url);
-  let client;
+let client = null;
+
+/** A client for `url`, with the page's token if it has one; replaces the previous one. */
+function startClient(url) {
+  client?.close();
+  const auth = token === null ? {} : { tokenProvider: () => token };
   try {
-    client = new BroadcasterClient(url, optionsFromQuery(location.search));
+    client = new BroadcasterClient(url, { ...optionsFromQuery(location.search), ...auth });
   } catch (error) {
     // optionsFromQuery checked every value already; never leave the page without a client.
     console.warn("ignoring the query-string options:", error);
-    client = new BroadcasterClient(url);
+    client = new BroadcasterClient(url, auth);
   }
-  client.addEventListener("status", () => renderStatus(client));
-  client.addEventListener("welcome", () => renderPanels(client));
-  client.addEventListener("update", (event) => onUpdate(event.detail));
-  client.addEventListener("error", (event) => onError(event.detail));
-  setInterval(() => renderCountdown(client), 1000);
-  window.__dashboard = { client };
-  client.connect();
+  const current = client;
+  current.addEventListener("status", () => renderStatus(current));
+  current.addEventListener("welcome", () => renderPanels(current));
+  current.addEventListener("update", (event) => onUpdate(event.detail));
+  current.addEventListener("error", (event) => onError(event.detail));
+  current.addEventListener("stopped", (event) => onStopped(event.detail));
+  window.__dashboard = { client: current };
+  current.connect();
+}
+
+async function main() {
+  const { url, authRequired } = await clientConfig(location.search);
+  text("websocket-url", url);
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const given = $("token-input").value.trim();
+    if (!given) return;
+    $("token-input").value = "";
+    $("token-form").hidden = true;
+    token = given;
+    storeToken(sessionStore(), token);
+    startClient(url);
+  });
+  setInterval(() => client && renderCountdown(client), 1000);
+  if (authRequired && token === null) {
+    askForToken("This service needs an access token.");
+    return;
+  }
+  startClient(url);
 }
 
 main();
