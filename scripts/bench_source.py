@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=20_000)
     parser.add_argument("--topic", default="bench")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--tls-cert-file", help="with --tls-key-file: wss:// and https://")
+    parser.add_argument("--tls-key-file")
     parser.add_argument("--stop-on-stdin-eof", action="store_true",
                         help="shut down when stdin closes (the controller is gone)")  # fmt: skip
     args = parser.parse_args()
@@ -151,6 +153,8 @@ def main() -> None:
                     "topics_file": topics_file,
                     "default_topics": "",
                     "log_level": args.log_level,
+                    "tls_cert_file": args.tls_cert_file,
+                    "tls_key_file": args.tls_key_file,
                 }
             )
         except ConfigError as exc:

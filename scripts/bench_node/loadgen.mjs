@@ -1,7 +1,9 @@
 // The load generator of scripts/bench: N WebSocket clients (npm `ws`) in one Node process.
 //
 //   node scripts/bench_node/loadgen.mjs --url ws://127.0.0.1:P/ws --clients N --topics bench \
-//     --interval-ms 100 --seconds 20 [--connect-concurrency 500]
+//     --interval-ms 100 --seconds 20 [--connect-concurrency 500] [--ca ca.pem]
+//
+// For a wss:// URL, --ca names the PEM file of the CA that issued the server's certificate.
 //
 // Phases, each bounded by a timeout; one JSON line per phase on stdout for scripts/bench:
 //   storm         open N clients (at most --connect-concurrency handshakes in flight); the time
@@ -23,6 +25,7 @@
 
 import { createRequire } from "node:module";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 const modules =
@@ -38,9 +41,11 @@ const { values: args } = parseArgs({
     "interval-ms": { type: "string" },
     seconds: { type: "string", default: "20" },
     "connect-concurrency": { type: "string", default: "500" },
+    ca: { type: "string" }, // PEM file of the CA to trust for a wss:// --url
   },
 });
 const url = args.url;
+const ca = args.ca ? readFileSync(args.ca) : undefined;
 const n = Number(args.clients);
 const topics = args.topics.split(",").filter(Boolean);
 const intervalMs = Number(args["interval-ms"]);
@@ -223,6 +228,7 @@ function startMore() {
       ws = new WebSocket(url, {
         perMessageDeflate: false, // no handshake timeout: see the storm timeout in main()
         headers: { "User-Agent": "broadcaster-bench" },
+        ...(ca ? { ca } : {}),
       });
     } catch (error) {
       client.error = `connect: ${error.message}`;

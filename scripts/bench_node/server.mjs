@@ -1,6 +1,7 @@
 // The reference broadcast server of scripts/bench: npm `ws`, the minimum of our protocol.
 //
 //   node scripts/bench_node/server.mjs --port 0 --interval-ms 100 --payload-bytes 1000
+//       [--tls-cert cert.pem --tls-key key.pem]   (wss://: `ws` on a node:https server)
 //
 // On connect: `welcome` (subscribed to nothing). Accepts `subscribe` / `unsubscribe` (answers
 // `subscription_confirmed`, then the topic's latest value, as our service does) and answers
@@ -18,6 +19,8 @@
 
 import { createRequire } from "node:module";
 import { performance } from "node:perf_hooks";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:https";
 import { parseArgs } from "node:util";
 
 const modules =
@@ -32,8 +35,14 @@ const { values: args } = parseArgs({
     "interval-ms": { type: "string", default: "100" },
     "payload-bytes": { type: "string", default: "1000" },
     topics: { type: "string", default: "bench" },
+    "tls-cert": { type: "string" }, // with --tls-key: wss:// (an https server carries ws)
+    "tls-key": { type: "string" },
   },
 });
+const https =
+  args["tls-cert"] && args["tls-key"]
+    ? createServer({ cert: readFileSync(args["tls-cert"]), key: readFileSync(args["tls-key"]) })
+    : null;
 const intervalMs = Number(args["interval-ms"]);
 const payloadBytes = Number(args["payload-bytes"]);
 const topics = args.topics.split(",").filter(Boolean);
@@ -75,8 +84,7 @@ const send = (ws, text) => {
 };
 
 const wss = new WebSocketServer({
-  host: args.host,
-  port: Number(args.port),
+  ...(https ? { server: https } : { host: args.host, port: Number(args.port) }),
   path: "/ws",
   perMessageDeflate: false,
   clientTracking: true,
@@ -186,7 +194,7 @@ function stop(why) {
   clearTimeout(timer);
   process.stdout.write(`${JSON.stringify({ event: "stopped", why, ...counters })}\n`);
   for (const ws of wss.clients) ws.terminate();
-  wss.close(() => process.exit(0));
+  wss.close(() => (https ? https.close(() => process.exit(0)) : process.exit(0)));
   setTimeout(() => process.exit(0), 2000).unref();
 }
 
@@ -199,6 +207,7 @@ wss.on("error", (error) => {
   console.error(`server.mjs: ${error.message}`);
   process.exit(1);
 });
+if (https) https.listen(Number(args.port), args.host);
 process.on("SIGTERM", () => stop("SIGTERM"));
 process.on("SIGINT", () => stop("SIGINT"));
 process.stdin.on("end", () => stop("stdin closed"));
