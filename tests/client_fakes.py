@@ -28,6 +28,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_server_stream
 
 from broadcaster.protocol import iso_from_unix_ms
+from tests.protocol_schemas import assert_client_message
 
 JSON = dict[str, Any]
 
@@ -132,6 +133,7 @@ class FakeBroadcaster:
                     await side.send(self._welcome(side))
                     while True:
                         message = json.loads(await ws.get_message())
+                        assert_client_message(message)  # the shipped client sends the protocol
                         side.received.append(message)
                         self._changed.unpark_all()
                         if message.get("type") == "ping" and self.answer_pings:

@@ -13,6 +13,8 @@ import orjson
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from tests.protocol_schemas import assert_server_message
+
 JSON = dict[str, Any]
 
 
@@ -49,11 +51,16 @@ async def eventually(
 
 
 async def next_message(ws: WebSocketConnection, timeout_s: float = 10) -> JSON:
-    """The next message, decoded; fails the test after ``timeout_s``."""
+    """The next message, decoded; fails the test after ``timeout_s``.
+
+    Every message is checked against docs/asyncapi.yaml (no undocumented field): whatever an
+    end-to-end test reads from the service also tests the machine-readable protocol.
+    """
     with trio.fail_after(timeout_s):
         raw = await ws.get_message()
     message = orjson.loads(raw)
     assert isinstance(message, dict)
+    assert_server_message(message)
     return message
 
 

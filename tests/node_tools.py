@@ -1,0 +1,101 @@
+"""Pinned npm packages for the tests: ``npm ci`` from a committed lock file, once per change.
+
+Each package folder in scripts/ (package.json + package-lock.json, committed) is installed into
+its own folder under ``.bench/`` (ignored by git). The install is skipped while a stamp of the
+two files matches, so after the first run the tests need no network. ``scripts/test`` runs
+``python -m tests.node_tools`` before pytest to install them all; the tests call the same
+functions, so ``uv run pytest`` alone works too.
+
+    scripts/bench_node      -> .bench/node            npm `ws` (compatibility test, bench)
+    scripts/protocol_tools  -> .bench/protocol-tools  @asyncapi/parser, typescript
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from tests import REPO
+
+MIN_NODE = (18, 14)
+LOCKED_FILES = ("package.json", "package-lock.json")
+PROTOCOL_TOOLS_DIR = REPO / "scripts" / "protocol_tools"  # committed
+PROTOCOL_TOOLS_MODULES = REPO / ".bench" / "protocol-tools" / "node_modules"  # ignored
+
+
+class NodeUnavailable(RuntimeError):
+    """Node.js, npm or a locked package could not be had."""
+
+
+def ensure_node() -> str:
+    """The path of node >= 18.14.
+
+    Raises:
+        NodeUnavailable: node or npm is missing, or node is too old.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise NodeUnavailable("needs node (>= 18.14) and npm on PATH")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+    major, minor = (int(part) for part in version.stdout.strip().lstrip("v").split(".")[:2])
+    if (major, minor) < MIN_NODE:
+        raise NodeUnavailable(f"needs node >= 18.14, found {version.stdout.strip()}")
+    return node
+
+
+def npm_ci(package_dir: Path, prefix: Path, probe: str) -> Path:
+    """``npm ci`` the lock file of ``package_dir`` into ``prefix``, unless already there.
+
+    ``probe`` is a path under node_modules that exists once the install is complete. Install
+    scripts are not run (none of the locked packages needs one).
+
+    Returns:
+        ``prefix / "node_modules"``.
+
+    Raises:
+        NodeUnavailable: node or npm is missing or too old, or ``npm ci`` failed.
+    """
+    ensure_node()
+    modules = prefix / "node_modules"
+    digest = hashlib.sha256()
+    for name in LOCKED_FILES:
+        digest.update((package_dir / name).read_bytes())
+    stamp = prefix / ".installed-sha256"
+    if (modules / probe).exists() and stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return modules
+    prefix.mkdir(parents=True, exist_ok=True)
+    stamp.unlink(missing_ok=True)
+    for name in LOCKED_FILES:
+        shutil.copyfile(package_dir / name, prefix / name)
+    npm = shutil.which("npm")
+    assert npm is not None  # checked by ensure_node
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(prefix), "--ignore-scripts", "--no-audit", "--no-fund"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode or not (modules / probe).exists():
+        raise NodeUnavailable(
+            f"npm ci of {package_dir} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    stamp.write_text(digest.hexdigest())
+    return modules
+
+
+def ensure_protocol_tools() -> Path:
+    """The locked @asyncapi/parser and typescript; their node_modules folder.
+
+    Raises:
+        NodeUnavailable: as :func:`npm_ci`.
+    """
+    return npm_ci(PROTOCOL_TOOLS_DIR, PROTOCOL_TOOLS_MODULES.parent, "typescript/package.json")
+
+
+if __name__ == "__main__":  # scripts/test: install every locked package before pytest
+    from tests.node_ws import ensure_node_ws
+
+    ensure_node_ws()
+    ensure_protocol_tools()
