@@ -89,7 +89,10 @@ def format_status(status: ClientStatus, now: str) -> str:
     rtt = "-" if status.rtt_ms is None else f"{status.rtt_ms:.1f} ms"
     quality = "-" if status.quality is None else status.quality.value
     parts.append(f"rtt={rtt}  quality={quality}")
-    if status.state is not ConnectionState.CONNECTED and status.last_error:
+    if status.auth_error:
+        parts.append(f"refresh failed: {status.auth_error}")
+    stopped = status.state is ConnectionState.STOPPED  # describe() says why already
+    if status.state is not ConnectionState.CONNECTED and status.last_error and not stopped:
         parts.append(f"last: {status.last_error}")
     return "  ".join(parts)
 
