@@ -216,7 +216,7 @@ async def test_a_handshake_error_answers_400_and_the_server_goes_on(
         assert (await next_message(ws))["type"] == "welcome"
 
 
-async def _raise_after_reading(stream: trio.SocketStream) -> NoReturn:
+async def _raise_after_reading(stream: trio.SocketStream, *_: object) -> NoReturn:
     await stream.receive_some(65536)
     raise Boom("fault injected by the test")
 
