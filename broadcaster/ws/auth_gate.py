@@ -19,7 +19,8 @@ connection with 4009) and sends the welcome.
 Time is one cancel scope, not a flag: a watch task in the connection's nursery sleeps in it,
 with the auth timeout as its deadline, then the token's ``exp`` (moved by each refresh); when
 the deadline passes it closes the connection with 4001 or 4005. Verifying runs in the reader
-task, so a client's messages stay in order and its reading pauses meanwhile. Without
+task, so a client's messages stay in order and its reading pauses meanwhile. Both run inside
+the connection's containment boundaries (the watch in one of its own). Without
 authentication no gate is built: a connection pays nothing for it.
 
 The token is never logged nor sent back; reasons come from :class:`InvalidToken`.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Protocol
 
 import structlog
@@ -36,6 +38,7 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.auth.identity import Identity, InvalidToken, KeysUnavailable
+from broadcaster.containment import Stage
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation
 from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
@@ -94,7 +97,7 @@ class AuthGate:
 
         Called by the connection's reader task before it reads.
         """
-        nursery.start_soon(self._watch)
+        nursery.start_soon(self._watch_contained)
         token = bearer_token(self._authorization)
         if isinstance(token, _Refused):
             self._refuse(token)
@@ -155,6 +158,17 @@ class AuthGate:
 
     def _expire_at(self, expires_at_unix_s: float) -> None:
         self._deadline.deadline = trio.current_time() + max(0.0, expires_at_unix_s - time.time())
+
+    async def _watch_contained(self) -> None:
+        """:meth:`_watch` inside a containment boundary: a failure ends this connection only."""
+        connection = self._connection
+        with connection.containment.boundary(
+            Stage.HANDLER,
+            connection_id=connection.id,
+            address=connection.client_info.ip,
+            on_failure=partial(connection.close, CloseCode.INTERNAL_ERROR, "internal error"),
+        ):
+            await self._watch()
 
     async def _watch(self) -> None:
         """Sleep until the deadline: the auth timeout, then the token's expiry."""
