@@ -45,6 +45,7 @@ CONTENT_TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
     ".css": "text/css",
+    ".ts": "text/plain",  # broadcaster-client.d.ts, the client's TypeScript declarations
     ".svg": "image/svg+xml",
     ".png": "image/png",
     ".ico": "image/x-icon",
