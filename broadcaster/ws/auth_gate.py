@@ -99,6 +99,7 @@ class AuthGate:
         """
         nursery.start_soon(self._watch_contained)
         token = bearer_token(self._authorization)
+        self._authorization = ()  # not kept for the connection's life
         if isinstance(token, _Refused):
             self._refuse(token)
         elif token is not None:
