@@ -33,6 +33,7 @@ from trio_websocket import (
 
 from broadcaster import __version__
 from broadcaster.client.auth import TokenUnavailable
+from broadcaster.protocol import CloseCode
 
 USER_AGENT = f"broadcaster-client/{__version__} (python; trio-websocket)"
 """Sent in the handshake's ``User-Agent`` header, so the service's status API and logs tell
@@ -84,9 +85,18 @@ def tcp_connector(target: Target, ssl_context: ssl.SSLContext | None = None) -> 
 
     async def connect() -> trio.abc.Stream:
         if target.secure:
-            return await trio.open_ssl_over_tcp_stream(
+            stream = await trio.open_ssl_over_tcp_stream(
                 target.host, target.port, ssl_context=context, https_compatible=True
             )
+            try:
+                # Now, so a refused certificate fails the attempt at once and says why
+                # (trio-websocket would otherwise wait for a handshake answer until the
+                # deadline).
+                await stream.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            return stream
         return await trio.open_tcp_stream(target.host, target.port)
 
     return connect
@@ -196,11 +206,18 @@ def describe_end(group: BaseExceptionGroup[Exception]) -> str:
         if exc.reason is None:
             return "connection closed"
         text = f": {exc.reason.reason}" if exc.reason.reason else ""
-        return f"closed with {exc.reason.code} ({exc.reason.name}{text})"
+        code = exc.reason.code
+        # The service's private codes by their names; wsproto calls every 4xxx
+        # PRIVATE_RESERVED. The RFC 6455 ones keep wsproto's names.
+        private = {member.value: member.name for member in CloseCode if member.value >= 4000}
+        name = private.get(code, exc.reason.name)
+        return f"closed with {code} ({name}{text})"
     if isinstance(exc, ConnectionRejected):
         return f"handshake rejected with HTTP {exc.status_code}"
     if isinstance(exc, trio.TooSlowError):
         return "timed out before the welcome"
     if isinstance(exc, OSError):
         return f"cannot connect: {exc}"
+    if isinstance(exc, trio.BrokenResourceError) and isinstance(exc.__cause__, ssl.SSLError):
+        return f"TLS handshake failed: {exc.__cause__}"
     return str(exc) or type(exc).__name__

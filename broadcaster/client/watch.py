@@ -167,7 +167,10 @@ async def watch(
                     break
                 tasks.cancel_scope.cancel()
     except* ClientStopped as group:
-        first = group.exceptions[0]
+        # except* keeps the nesting of the nurseries it came through: find the leaf.
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
         stopped = first if isinstance(first, ClientStopped) else None
     else:
         stopped = None
