@@ -7,9 +7,10 @@ own hand-written list, and they disagreed (what "active" meant, which counters a
 
 Who writes: whoever makes the decision, at the moment it is made, increments the field of the
 one :class:`Counters` instance it was given (the hub for connections and publishes, the
-connection for errors, slow consumers, oversized messages and updates handed over one by one,
-the outbound path for replaced updates, the heartbeat for timeouts). Plain attribute increments:
-the fan-out hot path pays one ``+=`` per publish, not per subscriber, and no callback chain.
+connection for errors, slow consumers, oversized messages, unanswered pings and updates handed
+over one by one, the outbound path for replaced updates, the heartbeat for timeouts, the
+broadcast loop for skipped ticks). Plain attribute increments: the fan-out hot path pays one
+``+=`` per publish, not per subscriber, and no callback chain.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Counters:
     heartbeat_timeouts: int = _counter(
         "connections closed for silence (4000)", json="heartbeatTimeouts"
     )
+    pings_unanswered: int = _counter(
+        "heartbeat pings whose pong had not come by the next heartbeat", json="pingsUnanswered"
+    )
     oversized_messages: int = _counter(
         "connections closed for an oversized message (1009)", json="oversizedMessages"
     )
@@ -68,6 +72,10 @@ class Counters:
     forbidden_subscriptions: int = _counter(
         "subscribe requests refused by the token's topics or tenant (forbidden_topic)",
         json="forbiddenSubscriptions",
+    )
+    ticks_skipped: int = _counter(
+        "broadcast ticks skipped because the one before overran the interval",
+        json="ticksSkipped",
     )
 
     def as_dict(self) -> dict[str, int]:

@@ -19,6 +19,7 @@ line read one :class:`HubSnapshot`, so they see the same counts.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from broadcaster.channels import Channel
 from broadcaster.containment import Containment
 from broadcaster.counters import Counters
 from broadcaster.protocol import CloseCode, ErrorCode
+from broadcaster.timings import Timings
 from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
 from broadcaster.ws.outbound import Outbound
@@ -47,7 +49,8 @@ class HubSnapshot:
 
     ``active``: connections open and not closing; ``tracked``: every registered connection,
     closing ones included. ``healthy``: the accept loop runs, the service is not shutting
-    down and has room for one more connection.
+    down and has room for one more connection. ``started_at_unix_ms`` and ``uptime_s``: when
+    the service started (the hub is built as it starts) and for how long it has run.
     """
 
     counters: dict[str, int]
@@ -57,6 +60,8 @@ class HubSnapshot:
     subscribers: dict[str, int]
     connection_errors: dict[str, int]
     connections: tuple[Connection, ...]
+    started_at_unix_ms: float
+    uptime_s: float
 
 
 class SubscriptionListener(Protocol):
@@ -106,7 +111,14 @@ class Hub:
         # The service-wide counters: shared with every connection (ConnectionPolicy), which
         # counts what it decides; the hub counts connections and publishes.
         self.counters = Counters()
+        # The service-wide durations (connections, ticks, queries): same sharing as counters.
+        self.timings = Timings()
         self.containment = Containment()
+        # The one record of when the service started: wall clock to show, monotonic to count.
+        self.started_at_unix_ms = time.time() * 1000
+        self._started_monotonic = time.monotonic()
+        # Checked once: at info level, a subscription change builds no log fields.
+        self._log_subscriptions = log.is_enabled_for(logging.DEBUG)
         self._connections: dict[str, Connection] = {}
         # Registered connections per client address, and per identity (sub, tenant) oldest
         # first: what the per-address and per-identity caps count.
@@ -168,6 +180,8 @@ class Hub:
             subscribers=self.subscriber_counts(),
             connection_errors=self.containment.counts(),
             connections=self.connections_now(),
+            started_at_unix_ms=self.started_at_unix_ms,
+            uptime_s=round(time.monotonic() - self._started_monotonic, 3),
         )
 
     def refuse(self) -> None:
@@ -244,6 +258,7 @@ class Hub:
         self._forget_holder(connection)
         self._leave_channels(connection, connection.subscriptions)
         self.counters.connections_closed += 1
+        self.timings.connection_duration.observe(connection.age_s())
         self.on_closed(connection, len(self._connections))
         if not self._connections:
             self._emptied.set()
@@ -317,8 +332,11 @@ class Hub:
         self._report_unknown(connection, topics, known)
         if not known:
             return
-        self._leave_channels(connection, [t for t in known if t in connection.subscriptions])
+        left = [t for t in known if t in connection.subscriptions]
+        self._leave_channels(connection, left)
         connection.subscriptions.difference_update(known)
+        if self._log_subscriptions and left:
+            log.debug("unsubscribed", connection_id=connection.id, removed=left)
         connection.offer(Frame(protocol.subscription_confirmed(sorted(connection.subscriptions))))
 
     def _report_unknown(
@@ -367,6 +385,8 @@ class Hub:
             frame = self.subscription_listener.on_subscribe(channel, first=first)
             if frame is not None:
                 connection.offer(frame)
+        if self._log_subscriptions and topics:
+            log.debug("subscribed", connection_id=connection.id, added=list(topics))
 
     def _leave_channels(self, connection: Connection, topics: Collection[str]) -> None:
         """Take ``connection`` out of the channels of ``topics``, which it is subscribed to

@@ -53,6 +53,8 @@ VALIDATOR_RULES = {
     "influx_username": "needs `--influx-password`",
     "influx_password": "needs `--influx-username`",
     "default_topics": "comma-separated topic names; empty: none",
+    "notify_urls": "comma-separated Apprise URLs (commas inside a URL's parameters stay); "
+    "each must be one Apprise can send to; empty: none",
 }
 
 
@@ -151,7 +153,11 @@ def metric_families() -> list[tuple[str, str, str, tuple[str, ...]]]:
     families = []
     for family in registry.collect():
         suffix = "_total" if family.type == "counter" else ""
-        labels = sorted({label for sample in family.samples for label in sample.labels})
+        # Declared label names (a family may have no sample yet: no query timed, no asOf
+        # seen), and what samples carry, but not a histogram's bucket bound.
+        declared = getattr(family, "_labelnames", ())
+        sampled = {label for sample in family.samples for label in sample.labels}
+        labels = sorted((set(declared) | sampled) - {"le"})
         families.append((family.name + suffix, family.type, family.documentation, tuple(labels)))
     return families
 

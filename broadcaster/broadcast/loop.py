@@ -36,6 +36,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -73,6 +74,8 @@ class ChannelState:
     seq: int
     last_good_data: Any = None
     last_good_timestamp: str | None = None
+    # When the newest point of the last good value was taken, if its data says (``asOf``).
+    as_of_unix_s: float | None = None
     # The last frame published and when (trio.current_time()): what a new subscriber gets.
     latest: tuple[Frame, float] | None = None
 
@@ -106,7 +109,6 @@ class BroadcastLoop:
         self.states: dict[str, TopicState] = {name: TopicState() for name in topics}
         self.channels: dict[Channel, ChannelState] = {}
         self.ticks = 0
-        self.skipped_ticks = 0
         self._refresh_pending: set[Channel] = set()
         # Unbounded in type only: a pending channel is never requested twice, so it holds at
         # most one request per channel with subscribers (which the connection cap bounds).
@@ -130,20 +132,31 @@ class BroadcastLoop:
             behind = trio.current_time() - next_tick
             if behind >= 0:
                 missed = math.floor(behind / self._interval_s) + 1
-                self.skipped_ticks += missed
+                self._hub.counters.ticks_skipped += missed
                 next_tick += missed * self._interval_s
                 log.warning("tick overran its interval", skipped_ticks=missed)
 
+    @property
+    def skipped_ticks(self) -> int:
+        """Ticks skipped because the one before overran (counted in the hub's counters)."""
+        return self._hub.counters.ticks_skipped
+
     async def tick(self) -> None:
-        """Query every channel with subscribers, concurrently, and publish the results."""
+        """Query every channel with subscribers, concurrently, and publish the results.
+
+        A tick that queries something is timed, from its start to the last frame handed to
+        the sockets (publishing writes synchronously): ``tick_duration`` of the hub's timings.
+        """
         self.ticks += 1
         channels = self._hub.channels_with_subscribers()
         self._forget_tenant_channels_except(channels)
         if not channels:
             return
+        started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for channel in channels:
                 nursery.start_soon(self.refresh, channel)
+        self._hub.timings.tick_duration.observe(trio.current_time() - started)
 
     def _forget_tenant_channels_except(self, listened: list[Channel]) -> None:
         """Drop the state of tenant channels nobody listens to (none is being refreshed), so
@@ -205,10 +218,12 @@ class BroadcastLoop:
         topic_state = self.states[name]
         state = self._channel_state(channel)
         topic_state.queries += 1
+        started = trio.current_time()
         try:
             read = await self._read(channel)
         except Exception as exc:  # a bug reached by this channel's data: contained to it
             read = _internal_failure(channel, exc)
+        self._hub.timings.observe_query(name, trio.current_time() - started)
         state.seq += 1
         topic_state.seq = max(topic_state.seq, state.seq)
         outcome = self._encode(channel, state.seq, read) if isinstance(read, _Value) else read
@@ -268,6 +283,7 @@ class BroadcastLoop:
             self._health.record_success()
             state.last_good_data = outcome.data
             state.last_good_timestamp = outcome.timestamp
+            state.as_of_unix_s = _as_of_unix_s(outcome.data)
             return
         self.states[channel.topic].failures += 1
         cause = outcome.cause
@@ -302,6 +318,18 @@ def _log_fields(channel: Channel) -> dict[str, str]:
     if channel.tenant is None:
         return {"topic": channel.topic}
     return {"topic": channel.topic, "tenant": channel.tenant}
+
+
+def _as_of_unix_s(data: Any) -> float | None:
+    """The ``asOf`` a topic's data gives (the built-in topics': its newest point), as Unix
+    seconds; None when the data says nothing of its age or says it unreadably."""
+    as_of = data.get("asOf") if isinstance(data, dict) else None
+    if not isinstance(as_of, str):
+        return None
+    try:
+        return datetime.fromisoformat(as_of).timestamp()
+    except ValueError:
+        return None
 
 
 def _cause_of(error: SourceError) -> FailureCause:

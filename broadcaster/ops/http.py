@@ -33,7 +33,7 @@ from broadcaster.host_header import is_valid_host
 from broadcaster.hub import Hub, HubSnapshot
 from broadcaster.ops.metrics import render
 from broadcaster.ops.views import connection_view
-from broadcaster.protocol import iso_now
+from broadcaster.protocol import iso_from_unix_ms, iso_now
 from broadcaster.sources.health import SourceHealth
 
 log = structlog.get_logger("broadcaster.ops.http")
@@ -174,6 +174,7 @@ def create_app(
         return {
             "status": "ok",
             "timestamp": iso_now(),
+            **uptime_fields(snapshot),
             "summary": status_summary(snapshot),
             "connections": [connection_view(connection) for connection in snapshot.connections],
         }
@@ -188,6 +189,7 @@ def create_app(
         body = {
             "status": "ok" if healthy else "degraded",
             "timestamp": iso_now(),
+            **uptime_fields(snapshot),
             "services": {
                 "websocket": {
                     "healthy": snapshot.healthy,
@@ -217,7 +219,22 @@ def status_summary(snapshot: HubSnapshot) -> dict[str, Any]:
         **{spec.json: snapshot.counters[spec.name] for spec in COUNTERS},
         "connectionErrors": snapshot.connection_errors,
         "subscribers": snapshot.subscribers,
+        "averageConnectionDurationS": _average_age_s(snapshot),
     }
+
+
+def uptime_fields(snapshot: HubSnapshot) -> dict[str, Any]:
+    """``startedAt`` and ``uptimeS``, as /health and the status API show them."""
+    return {
+        "startedAt": iso_from_unix_ms(snapshot.started_at_unix_ms),
+        "uptimeS": snapshot.uptime_s,
+    }
+
+
+def _average_age_s(snapshot: HubSnapshot) -> float | None:
+    """How long the open connections have been open, on average; None without any."""
+    ages = [c.age_s() for c in snapshot.connections if c.closing is None]
+    return round(sum(ages) / len(ages), 3) if ages else None
 
 
 def _request_host_name() -> str | None:

@@ -3,25 +3,38 @@
 A collector rather than counters bumped on the hot path: fan-out already counts into
 :class:`~broadcaster.counters.Counters`, and reading those at scrape time costs the broadcast
 nothing. Every counter of :data:`~broadcaster.counters.COUNTERS` is a family here, named and
-explained there, so /metrics cannot drift from the status API or the stats line.
+explained there, so /metrics cannot drift from the status API or the stats line. Durations
+are histograms read the same way from the hub's :class:`~broadcaster.timings.Timings` (why
+bucket arrays and not ``prometheus_client.Histogram``: see that module). The process
+families (``process_*``) come from prometheus_client's ``ProcessCollector``, which reads
+/proc at scrape time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+from broadcaster import __version__
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.counters import COUNTERS
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
+from broadcaster.timings import Histogram
 
 
 class ServiceCollector(Collector):
-    """Exposes the hub's totals, subscribers per topic and the database's health."""
+    """Exposes the hub's totals and timings, subscribers per topic, the topics' update ages,
+    the database's health and the version."""
 
     def __init__(self, hub: Hub, health: SourceHealth, broadcaster: BroadcastLoop) -> None:
         self._hub = hub
@@ -72,12 +85,74 @@ class ServiceCollector(Collector):
             "1 if the latest query succeeded",
             value=int(self._health.healthy),
         )
+        yield from self._durations()
+        yield self._update_ages()
+        build = GaugeMetricFamily(
+            "broadcaster_build_info", "always 1: the running version", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+
+    def _durations(self) -> Iterator[Metric]:
+        """The hub's timings (:mod:`broadcaster.timings`) as histograms."""
+        timings = self._hub.timings
+        connection = timings.connection_duration
+        yield _histogram(
+            "broadcaster_connection_duration_seconds",
+            "how long closed connections lasted",
+            [((), connection)],
+        )
+        yield _histogram(
+            "broadcaster_tick_duration_seconds",
+            "from a tick's start to its last frame handed to the sockets (ticks with queries)",
+            [((), timings.tick_duration)],
+        )
+        yield _histogram(
+            "broadcaster_query_duration_seconds",
+            "how long one topic query took (answered, failed or timed out), per topic",
+            [((topic,), histogram) for topic, histogram in timings.query_duration.items()],
+            labels=("topic",),
+        )
+
+    def _update_ages(self) -> Metric:
+        """Per topic whose data says when its newest point was taken (``asOf``), how old
+        that point is now; over a tenant topic's channels, the oldest."""
+        ages = GaugeMetricFamily(
+            "broadcaster_update_age_seconds",
+            "age of the newest point in a topic's last good value (its asOf), per topic",
+            labels=["topic"],
+        )
+        now = time.time()
+        oldest: dict[str, float] = {}
+        for channel, state in self._broadcaster.channels.items():
+            if state.as_of_unix_s is not None:
+                age = now - state.as_of_unix_s
+                oldest[channel.topic] = max(age, oldest.get(channel.topic, age))
+        for topic, age in oldest.items():
+            ages.add_metric([topic], age)
+        return ages
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    histograms: list[tuple[tuple[str, ...], Histogram]],
+    *,
+    labels: tuple[str, ...] = (),
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation, labels=list(labels))
+    for label_values, histogram in histograms:
+        family.add_metric(list(label_values), histogram.cumulative(), histogram.sum)
+    return family
 
 
 def build_registry(hub: Hub, health: SourceHealth, broadcaster: BroadcastLoop) -> CollectorRegistry:
     """A registry holding only this service's metrics."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(hub, health, broadcaster))
+    # process_*: resident memory, open and max file descriptors, CPU seconds, start time,
+    # read from /proc at scrape time (on a system without /proc, the family is absent).
+    ProcessCollector(registry=registry)
     return registry
 
 

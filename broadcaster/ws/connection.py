@@ -23,6 +23,7 @@ connection at once.
 
 from __future__ import annotations
 
+import logging
 import math
 import struct
 import time
@@ -120,6 +121,12 @@ class Connection:
         self._scope = trio.CancelScope()
         self._ping_sent_at: float | None = None
         self._ping_payload = b""
+        # Whether the ping in flight was already counted as unanswered (see request_ping).
+        self._ping_missed = False
+        self.pings_unanswered = 0
+        self.opened_at = trio.current_time()
+        # Checked once: at info level, receiving a message builds no log fields at all.
+        self._log_messages = log.is_enabled_for(logging.DEBUG)
         self._rate_limited_until = -math.inf
 
     @property
@@ -178,16 +185,37 @@ class Connection:
     def request_ping(self, timeout_s: float) -> None:
         """Send a WebSocket ping unless one sent less than ``timeout_s`` ago is unanswered.
 
-        Its pong counts as activity and gives the round-trip time.
+        Its pong counts as activity and gives the round-trip time. The heartbeat calls this
+        once per interval: a ping still unanswered then is counted, once, as unanswered (the
+        connection's first one is logged), so trouble shows before the 4000 close.
         """
         now = trio.current_time()
         if self.closing is not None:
             return
+        if self._ping_sent_at is not None and not self._ping_missed:
+            self._note_unanswered_ping(now - self._ping_sent_at)
         if self._ping_sent_at is not None and now - self._ping_sent_at < timeout_s:
             return
         self._ping_payload = struct.pack("!d", time.monotonic())
         self._ping_sent_at = now
+        self._ping_missed = False
         self.outbound.push(Control.ping(self._ping_payload))
+
+    def _note_unanswered_ping(self, waited_s: float) -> None:
+        self._ping_missed = True
+        self.pings_unanswered += 1
+        self.counters.pings_unanswered += 1
+        if self.pings_unanswered == 1:
+            log.warning(
+                "ping unanswered",
+                connection_id=self.id,
+                ip=self.client_info.ip,
+                waited_ms=round(waited_s * 1000),
+            )
+
+    def age_s(self) -> float:
+        """Seconds since the connection was opened."""
+        return trio.current_time() - self.opened_at
 
     def touch(self) -> None:
         """Record activity from the client."""
@@ -347,6 +375,8 @@ class Connection:
             )
 
     def _handle(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+        if self._log_messages:
+            _log_received(self.id, raw)
         try:
             message = protocol.parse_client_message(raw)
         except ProtocolViolation as violation:
@@ -365,6 +395,7 @@ class Connection:
         if self._ping_sent_at is not None and event.payload == self._ping_payload:
             self.last_ping_rtt_ms = round((trio.current_time() - self._ping_sent_at) * 1000, 3)
             self._ping_sent_at = None
+            self._ping_missed = False
 
     # --- closing -----------------------------------------------------------------------------
 
@@ -440,3 +471,15 @@ def _joined(parts: list[str | bytes], last: Message[Any]) -> str | bytes:
         return "".join(part for part in parts if isinstance(part, str))
     assert isinstance(last, BytesMessage)
     return b"".join(part for part in parts if isinstance(part, bytes))
+
+
+def _log_received(connection_id: str, raw: str | bytes) -> None:
+    """The debug line of one message: its type and size, never its content (an ``auth``
+    message's token). Parsed again here, for the type: at debug level only."""
+    try:
+        # The class names are the wire types: ping, subscribe, unsubscribe, auth.
+        message_type = type(protocol.parse_client_message(raw)).__name__.lower()
+    except ProtocolViolation as violation:
+        message_type = f"invalid ({violation.code.value})"
+    size = len(raw.encode()) if isinstance(raw, str) else len(raw)
+    log.debug("message received", connection_id=connection_id, type=message_type, size=size)

@@ -20,9 +20,10 @@ from tests.fakes import FakeSource, PolicyHub, make_hub, open_connection
 
 def _metrics(hub: PolicyHub) -> dict[str, float]:
     """Every unlabelled sample /metrics would show, by sample name."""
-    # The collector reads only each topic's query counts from the loop: a stand-in suffices.
+    # The collector reads only each topic's query counts and each channel's asOf from the
+    # loop: a stand-in suffices.
     loop: Any = SimpleNamespace(
-        states={t: SimpleNamespace(queries=0, failures=0) for t in hub.topics}
+        states={t: SimpleNamespace(queries=0, failures=0) for t in hub.topics}, channels={}
     )
     health = SourceHealth(FakeSource(), max_age_s=20, ping_timeout_s=5)
     registry = CollectorRegistry(auto_describe=False)
