@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 import trio
+from trio_websocket import ConnectionClosed
 
 from broadcaster.errors import ConfigError
 from broadcaster.service import RunningService
@@ -209,6 +210,19 @@ async def test_a_refused_handshake_is_answered_over_tls(
     assert b"WebSocket endpoint is /ws" in answer
 
 
+async def test_a_client_over_capacity_is_closed_with_1013_over_tls(
+    start_service: StartService, tls: TLSFiles, tmp_path: Path
+) -> None:
+    service = await start_feed(start_service, tls, tmp_path, pad_bytes=10, max_connections=1)
+    async with connect(service.websocket.url, ssl_context=tls.client_context) as first:
+        await next_message(first)
+        async with connect(service.websocket.url, ssl_context=tls.client_context) as second:
+            with trio.fail_after(10), pytest.raises(ConnectionClosed):
+                await second.get_message()
+        assert second.closed is not None
+        assert second.closed.code == 1013
+
+
 async def test_close_handshake_over_tls(
     start_service: StartService, tls: TLSFiles, tmp_path: Path
 ) -> None:
@@ -234,7 +248,7 @@ async def test_the_server_closes_with_a_close_frame_over_tls(
             while True:
                 try:
                     await ws.get_message()
-                except Exception:  # trio_websocket.ConnectionClosed
+                except ConnectionClosed:
                     break
         assert ws.closed is not None
         assert ws.closed.code == 1009
