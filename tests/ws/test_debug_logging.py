@@ -2,7 +2,8 @@
 token; at info level, none of that work is done at all.
 
 A real client over loopback to the real WebSocket server on the in-memory hub (the
-``endpoint`` fixture); the level is set the way ``configure_logging`` sets it, with structlog's
+``endpoint`` fixture), and to the whole service with real signed tokens for the
+authentication case; the level is set the way ``configure_logging`` sets it, with structlog's
 filtering bound logger.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,6 +22,8 @@ from structlog.testing import capture_logs
 from broadcaster.ws import connection as connection_module
 from broadcaster.ws.server import WebSocketEndpoint
 from tests.fakes import PolicyHub
+from tests.jwt_keys import AUDIENCE, ISSUER, claims, hs256_key
+from tests.services import StartService
 from tests.wsclient import connect, next_message, send_json, wait_for
 
 SECRET = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXRva2Vu.c2lnbmF0dXJl"
@@ -122,3 +126,29 @@ async def test_the_check_is_live_at_debug(
     with capture_logs():
         await _converse(endpoint)
     assert len(calls) == 5
+
+
+async def test_with_authentication_the_first_message_and_a_refresh_log_no_token(
+    start_service: StartService, scratch: Path, log_level: Any
+) -> None:
+    log_level(logging.DEBUG)
+    key = hs256_key(scratch)
+    service = await start_service(
+        auth_mode="jwt",
+        jwt_secret_file=str(key.key_file),
+        jwt_audience=AUDIENCE,
+        jwt_issuer=ISSUER,
+    )
+    tokens = [key.sign(**claims()), key.sign(**claims(ttl_s=900))]
+    with capture_logs() as logs:
+        async with connect(service.websocket.url) as ws:
+            for token in tokens:  # the first message (to the auth gate), then a refresh
+                await send_json(ws, {"type": "auth", "token": token})
+                await wait_for(ws, lambda m: m["type"] in ("welcome", "auth_refreshed"))
+    received = [entry for entry in logs if entry["event"] == "message received"]
+    assert [(entry["type"], entry["size"]) for entry in received] == [
+        ("auth", _size({"type": "auth", "token": token})) for token in tokens
+    ]
+    for token in tokens:
+        assert token not in repr(logs)
+        assert token.rsplit(".", 1)[1] not in repr(logs)  # not even the signature
