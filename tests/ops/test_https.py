@@ -14,6 +14,7 @@ import trio
 from hypercorn.trio.tcp_server import TCPServer
 from structlog.testing import capture_logs
 
+from broadcaster import service as service_module
 from broadcaster.service import RunningService
 from tests.services import StartService
 from tests.tls_certs import TLSFiles, make_tls_files
@@ -62,6 +63,20 @@ async def test_plain_http_to_the_https_port_gets_no_answer(service: RunningServi
             pass
         await stream.aclose()
     assert b"HTTP/1.1" not in answer
+
+
+async def test_a_tls_handshake_that_never_finishes_is_cut_at_the_handshake_timeout(
+    start_service: StartService, tls: TLSFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The WebSocket server's handshake timeout (shortened here), not hypercorn's 60 s."""
+    monkeypatch.setattr(service_module, "HANDSHAKE_TIMEOUT_S", 0.5)
+    service = await start_service(**tls.flags())
+    port = int(service.http_url.rsplit(":", 1)[1])
+    with trio.fail_after(5):
+        silent = await trio.open_tcp_stream("127.0.0.1", port)
+        await silent.send_all(b"\x16\x03\x01")  # the start of a ClientHello, and no more
+        assert await silent.receive_some(4096) == b""
+        await silent.aclose()
 
 
 async def test_requests_cut_short_over_tls_leave_the_server_up(
