@@ -20,20 +20,25 @@ export const TOKEN_KEY = "broadcaster.token";
  * @param {Storage | null} storage e.g. window.sessionStorage (null when it is unavailable)
  */
 export function takeToken(location, history, storage) {
+  return takeFragmentToken(location, history, storage) ?? readStored(storage);
+}
+
+/**
+ * A token given in the fragment, or null: removed from the address bar, and stored. Also for
+ * a `hashchange` (a new `#token=` pasted into the same tab does not reload the page).
+ */
+export function takeFragmentToken(location, history, storage) {
   const fragment = new URLSearchParams(location.hash.replace(/^#/, ""));
   const given = fragment.get("token");
-  if (given !== null) {
-    fragment.delete("token");
-    const rest = fragment.toString();
-    const url = `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`;
-    history.replaceState(history.state, "", url);
-    const token = given.trim();
-    if (token) {
-      storeToken(storage, token);
-      return token;
-    }
-  }
-  return readStored(storage);
+  if (given === null) return null;
+  fragment.delete("token");
+  const rest = fragment.toString();
+  const url = `${location.pathname}${location.search}${rest ? `#${rest}` : ""}`;
+  history.replaceState(history.state, "", url);
+  const token = given.trim();
+  if (!token) return null;
+  storeToken(storage, token);
+  return token;
 }
 
 /** Keep `token` for reloads of this tab; null forgets it. */

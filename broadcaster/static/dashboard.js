@@ -21,7 +21,7 @@
 
 import { BroadcasterClient, CloseCode, statusLabel } from "./broadcaster-client.js";
 import { optionsFromQuery } from "./dashboard-options.js";
-import { storeToken, takeToken } from "./dashboard-token.js";
+import { storeToken, takeFragmentToken, takeToken } from "./dashboard-token.js";
 
 // Set once per page load: a test can check that the page was never reloaded.
 window.__loadId ??= `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -296,8 +296,19 @@ async function main() {
     storeToken(sessionStore(), token);
     startClient(url);
   });
+  // A new #token= in the same tab changes only the fragment: no reload, so take it here.
+  window.addEventListener("hashchange", () => {
+    const given = takeFragmentToken(location, history, sessionStore());
+    if (given === null) return;
+    token = given;
+    $("token-form").hidden = true;
+    startClient(url);
+  });
   setInterval(() => client && renderCountdown(client), 1000);
   if (authRequired && token === null) {
+    // Not even a first connection: it could only be refused.
+    document.body.dataset.state = "stopped";
+    text("connection-state", "Token needed");
     askForToken("This service needs an access token.");
     return;
   }

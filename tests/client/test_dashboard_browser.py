@@ -6,6 +6,11 @@ through Debian's chromium and chromium-driver (never Selenium Manager, never the
 The test checks what the page shows (visible text), not the client's internals. Selenium is
 synchronous, so this is a plain sync test; every wait is bounded.
 
+The dashboard with a token, over TLS: the service runs ``--auth-mode jwt`` with a real
+HS256 token signed per run and ``--tls-cert-file`` with a certificate made per run
+(trustme); Chromium is started with ``--ignore-certificate-errors``, as the CA is not in its
+store (the certificate chain itself is checked by the Python client's tests).
+
 Screenshots go to the test's tmp_path and to ``.artifacts/`` in the repository root.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -35,6 +41,8 @@ from demo.generator import InfluxWriter, batches
 from demo.simulation import MINUTE_MS, POPS, Outage, Regression, Simulation
 from tests import REPO
 from tests.influxd import Influxd, free_port, free_ports, start_influxd
+from tests.jwt_keys import SigningKey, hs256_key
+from tests.tls_certs import TLSFiles, make_tls_files
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -92,9 +100,17 @@ def fleet_db(influxd: Influxd, influx_db: str) -> str:
 class ServiceProcess:
     """``python -m broadcaster serve`` on the given ports; stopped by its PID."""
 
-    def __init__(self, command: list[str], log_path: Path, http_port: int) -> None:
+    def __init__(
+        self,
+        command: list[str],
+        log_path: Path,
+        http_port: int,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.http_port = http_port
         self.log_path = log_path
+        self.tls = tls
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{http_port}"
         with log_path.open("ab") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
 
@@ -106,8 +122,9 @@ class ServiceProcess:
                     f"service exited with {self.process.returncode}:\n{self.log()}"
                 )
             with contextlib.suppress(httpx.TransportError):
-                url = f"http://127.0.0.1:{self.http_port}/api/client-config"
-                if httpx.get(url, timeout=1).status_code == 200:
+                url = f"{self.base_url}/api/client-config"
+                verify = self.tls if self.tls is not None else True
+                if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                     return
             time.sleep(0.05)
         raise AssertionError(f"service not ready within {timeout_s} s:\n{self.log()}")
@@ -136,14 +153,17 @@ class StartService(Protocol):
         influx_db: str,
         *,
         default_topics: str | None = None,
+        extra_flags: dict[str, object] | None = None,
+        tls: TLSFiles | None = None,
     ) -> ServiceProcess: ...
 
 
 @pytest.fixture
 def start_service(tmp_path: Path) -> Iterator[StartService]:
     """``start(ws_port, http_port, influx_url, influx_db, default_topics=None)``: the service
-    on those ports (the same ones again after a stop), with its own default topics if given.
-    Every service started is stopped at teardown."""
+    on those ports (the same ones again after a stop), with its own default topics if given,
+    more flags (``extra_flags``) and TLS (``tls``). Every service started is stopped at
+    teardown."""
     started: list[ServiceProcess] = []
 
     def start(
@@ -153,6 +173,8 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
         influx_db: str,
         *,
         default_topics: str | None = None,
+        extra_flags: dict[str, object] | None = None,
+        tls: TLSFiles | None = None,
     ) -> ServiceProcess:
         command = [sys.executable, "-m", "broadcaster", "serve"]
         flags: dict[str, object] = {
@@ -166,9 +188,13 @@ def start_service(tmp_path: Path) -> Iterator[StartService]:
         }
         if default_topics is not None:
             flags["default-topics"] = default_topics
+        if tls is not None:
+            flags["tls-cert-file"], flags["tls-key-file"] = tls.cert_file, tls.key_file
+        flags.update(extra_flags or {})
         for name, value in flags.items():
             command += [f"--{name}", str(value)]
-        service = ServiceProcess(command, tmp_path / "service.log", http_port)
+        context = tls.client_context if tls is not None else None
+        service = ServiceProcess(command, tmp_path / "service.log", http_port, context)
         started.append(service)
         service.wait_ready()
         return service
@@ -192,7 +218,9 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         )
     options = Options()
     options.binary_location = str(CHROMIUM)
-    for argument in (*CHROMIUM_ARGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    # The certificate of the TLS test comes from a CA made per run, not in Chromium's store.
+    arguments = (*CHROMIUM_ARGS, "--ignore-certificate-errors")
+    for argument in (*arguments, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
         options.add_argument(argument)
     service = Service(str(CHROMEDRIVER), log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(service=service, options=options)
@@ -384,3 +412,71 @@ def test_dashboard_follows_the_services_default_topics(
     assert browser.find_element(By.ID, "overview").is_displayed()
     assert not browser.find_element(By.ID, "regressions").is_displayed()
     assert browser.execute_script("return document.body.dataset.topics") == "overview"
+
+
+def test_dashboard_with_a_token_over_tls(
+    browser: WebDriver, start_service: StartService, tmp_path: Path
+) -> None:
+    """``https://.../#token=<jwt>`` against a service with ``--auth-mode jwt`` and TLS: the
+    page connects over wss:// with the token, takes it out of the address bar, keeps it for a
+    reload; a refused token is said plainly and the page asks for another one."""
+    tls = make_tls_files(tmp_path)
+    key: SigningKey = hs256_key(tmp_path)
+    valid = key.sign(sub="noc-screen", exp=int(time.time() + 3600))
+    ws_port, http_port = free_ports(2)
+    service = start_service(
+        ws_port,
+        http_port,
+        f"http://127.0.0.1:{free_port()}",
+        "metrics",
+        tls=tls,
+        extra_flags={
+            "auth-mode": "jwt",
+            "jwt-secret-file": key.key_file,
+            "auth-timeout-ms": 2000,
+        },
+    )
+
+    # 1. The token in the fragment: connected over wss://, the token gone from the URL.
+    browser.get(f"{service.base_url}/?{CLIENT_QUERY}#token={valid}")
+    wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    assert visible_text(browser, "websocket-url") == f"wss://127.0.0.1:{ws_port}/ws"
+    assert "token" not in browser.current_url
+    assert browser.current_url == f"{service.base_url}/?{CLIENT_QUERY}"
+    stored = browser.execute_script("return sessionStorage.getItem('broadcaster.token')")
+    assert stored == valid
+    status = httpx.get(f"{service.base_url}/api/websocket/status", verify=tls.client_context)
+    (connection,) = status.json()["connections"]
+    assert connection["identity"] == {"sub": "noc-screen", "tenant": None}
+    assert valid not in service.log()  # neither the URL nor the token reached the service logs
+    screenshot(browser, tmp_path, "dashboard-token-tls.png")
+
+    # 2. A reload keeps the token (sessionStorage), with nothing in the URL.
+    browser.refresh()
+    wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected again")
+
+    # 3. A token the service refuses: the reason, plainly, and a form asking for another.
+    browser.get(f"{service.base_url}/?{CLIENT_QUERY}#token=not-a-jwt")
+    wait_for_text(browser, "connection-state", lambda t: t == "Not authorized", "Not authorized")
+    notice = wait_for_text(browser, "notice", lambda t: "Not authorized" in t, "the reason")
+    assert "invalid token" in notice
+    assert "not-a-jwt" not in notice
+    assert browser.find_element(By.ID, "token-form").is_displayed()
+    assert browser.execute_script("return sessionStorage.getItem('broadcaster.token')") is None
+    screenshot(browser, tmp_path, "dashboard-token-refused.png")
+
+    # 4. A valid token entered in the form: connected at once, without a reload.
+    load_id = browser.execute_script("return window.__loadId")
+    browser.find_element(By.ID, "token-input").send_keys(valid)
+    browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+    wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    assert not browser.find_element(By.ID, "token-form").is_displayed()
+    assert browser.execute_script("return window.__loadId") == load_id
+
+    # 5. No token at all: /api/client-config says authRequired, the page asks at once.
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{service.base_url}/?{CLIENT_QUERY}")
+    wait_for_text(browser, "connection-state", lambda t: t == "Token needed", "Token needed")
+    assert browser.find_element(By.ID, "token-form").is_displayed()
+    assert "needs an access token" in visible_text(browser, "token-reason")
+    assert browser.execute_script("return window.__dashboard") is None  # never connected

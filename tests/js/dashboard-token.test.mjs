@@ -5,7 +5,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { TOKEN_KEY, storeToken, takeToken } from "../../broadcaster/static/dashboard-token.js";
+import {
+  TOKEN_KEY,
+  storeToken,
+  takeFragmentToken,
+  takeToken,
+} from "../../broadcaster/static/dashboard-token.js";
 
 function page(hash, search = "") {
   const replaced = [];
@@ -63,4 +68,14 @@ test("no storage (refused): the token still works for this page", () => {
   };
   assert.equal(takeToken(location, history, refusing), "t");
   assert.equal(takeToken({ hash: "", pathname: "/", search: "" }, history, null), null);
+});
+
+test("takeFragmentToken ignores the stored token (a hashchange without a token)", () => {
+  const { location, history, storage, replaced } = page("#panel=overview");
+  storeToken(storage, "kept");
+  assert.equal(takeFragmentToken(location, history, storage), null);
+  assert.deepEqual(replaced, []);
+  location.hash = "#token=newer";
+  assert.equal(takeFragmentToken(location, history, storage), "newer");
+  assert.equal(takeToken({ hash: "", pathname: "/", search: "" }, history, storage), "newer");
 });
