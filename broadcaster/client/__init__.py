@@ -9,7 +9,8 @@
             print(update.topic, update.seq, update.stale, update.data)
 
 Modules: ``client`` (the API), ``loop`` (connect, serve, reconnect), ``link`` (one
-connection and its clean close), ``auth`` (tokens and when to refresh them), ``backoff``
+connection and its clean close), ``auth`` (tokens and when to refresh them), ``refresh``
+(one connection's token and its in-band refresh), ``backoff``
 (policies and delay arithmetic), ``status`` (states and watching them), ``mailbox`` (latest
 update per topic), ``messages`` (wire format), ``watch`` (the ``broadcaster watch`` terminal
 tail).
