@@ -85,9 +85,7 @@ class TokenSource:
             answer = self._token()
             if inspect.isawaitable(answer):
                 answer = await answer
-        except trio.Cancelled:
-            raise
-        except Exception as exc:
+        except Exception as exc:  # not trio.Cancelled: that is a BaseException
             raise TokenUnavailable(f"token provider failed: {exc!r}") from exc
         if not isinstance(answer, str) or not answer:
             raise TokenUnavailable(f"token provider returned {type(answer).__name__}, not a token")
