@@ -20,9 +20,11 @@ A second signal exits at once.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +33,9 @@ import httpx
 import structlog
 import trio
 
+from broadcaster.auth.admin import AdminTokens
+from broadcaster.auth.origins import OriginPolicy
+from broadcaster.auth.startup import build_verifier
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import Topic, build_catalog
@@ -42,6 +47,7 @@ from broadcaster.ops.gc_pacing import GcPacer
 from broadcaster.ops.http import create_app
 from broadcaster.ops.http_server import ContainedConfig, serve_http
 from broadcaster.ops.metrics import build_registry
+from broadcaster.ops.notify import Notifications
 from broadcaster.ops.stats import log_stats
 from broadcaster.ops.views import log_connection_closed
 from broadcaster.protocol import CloseCode
@@ -49,8 +55,9 @@ from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
 from broadcaster.ws.heartbeat import sweep_heartbeats
-from broadcaster.ws.policy import ConnectionPolicy, InputLimits, OutputLimits
-from broadcaster.ws.server import WebSocketEndpoint, serve_websockets
+from broadcaster.ws.policy import AuthPolicy, ConnectionPolicy, InputLimits, OutputLimits
+from broadcaster.ws.server import HANDSHAKE_TIMEOUT_S, WebSocketEndpoint, serve_websockets
+from broadcaster.ws.tls import server_context
 
 log = structlog.get_logger("broadcaster.service")
 
@@ -78,6 +85,9 @@ class _Parts:
     hub: Hub
     health: SourceHealth
     loop: BroadcastLoop
+    notifications: Notifications
+    auth: AuthPolicy | None = None  # --auth-mode jwt: the token verifier and its timeout
+    tls: ssl.SSLContext | None = None  # --tls-cert-file: both servers' TLS context
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -100,6 +110,7 @@ def _hypercorn_config(settings: Settings, containment: Containment) -> Contained
     # A Logger, not a path: hypercorn then adds no handler of its own (see broadcaster.logs).
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = HTTP_GRACE_S
+    config.ssl_handshake_timeout = HANDSHAKE_TIMEOUT_S  # hypercorn's default: 60 s
     return config
 
 
@@ -127,11 +138,12 @@ async def serve(
     if catalog is None:
         catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
     _report_fd_limit(raise_fd_limit(), settings.max_connections)
+    _warn_if_open_to_all(settings)
     with GcPacer() as gc_pacer:
         timeout = httpx.Timeout(settings.query_timeout_ms / 1000)
         async with httpx.AsyncClient(timeout=timeout) as client:
             source = source if source is not None else _influxql(settings, client)
-            parts = _build(settings, catalog, source, gc_pacer)
+            parts = _build(settings, catalog, source, gc_pacer, auth=_auth_policy(settings, client))
             # "stop or Event()" would ask an Event for its truth value, which trio refuses.
             await _run(
                 parts, stop if stop is not None else trio.Event(), handle_signals, task_status
@@ -154,8 +166,40 @@ def _influxql(settings: Settings, client: httpx.AsyncClient) -> InfluxQLSource:
     )
 
 
+def _auth_policy(settings: Settings, client: httpx.AsyncClient) -> AuthPolicy | None:
+    """The token verifier (JWKS fetched with the service's HTTP client); None without auth."""
+    verifier = build_verifier(settings, client)
+    return None if verifier is None else AuthPolicy(verifier, settings.auth_timeout_ms / 1000)
+
+
+def _warn_if_open_to_all(settings: Settings) -> None:
+    """Without authentication, binding beyond loopback lets anyone on the network subscribe."""
+    exposed = [h for h in (settings.ws_host, settings.http_host) if not _is_loopback(h)]
+    if settings.auth_mode == "none" and exposed:
+        log.warning(
+            "no authentication (--auth-mode none) on a non-loopback address: anyone on the "
+            "network can subscribe to every topic",
+            addresses=sorted(set(exposed)),
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or ``localhost``; any other name counts as reachable from outside."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _build(
-    settings: Settings, catalog: Mapping[str, Topic], source: MetricsSource, gc_pacer: GcPacer
+    settings: Settings,
+    catalog: Mapping[str, Topic],
+    source: MetricsSource,
+    gc_pacer: GcPacer,
+    *,
+    auth: AuthPolicy | None = None,
 ) -> _Parts:
     """The hub, the source's health and the broadcast loop, wired to each other."""
     interval_s = settings.broadcast_interval_ms / 1000
@@ -167,6 +211,9 @@ def _build(
         settings.default_topics,
         broadcast_interval_ms=settings.broadcast_interval_ms,
         max_connections=settings.max_connections,
+        max_connections_per_ip=settings.max_connections_per_ip,
+        max_connections_per_identity=settings.max_connections_per_identity,
+        tenant_topics=[name for name, topic in catalog.items() if topic.is_tenant_topic],
     )
     hub.on_closed = log_connection_closed
     loop = BroadcastLoop(
@@ -178,7 +225,19 @@ def _build(
         query_timeout_s=settings.query_timeout_ms / 1000,
         after_tick=gc_pacer.after_tick,
     )
-    return _Parts(settings, catalog, hub, health, loop)
+    notifications = Notifications(settings, hub, health)
+    return _Parts(settings, catalog, hub, health, loop, notifications, auth, _tls_context(settings))
+
+
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The one TLS context both servers use, or None without ``--tls-cert-file``.
+
+    Raises:
+        ConfigError: a certificate or key file is unreadable, invalid or mismatched.
+    """
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    return server_context(settings.tls_cert_file, settings.tls_key_file)
 
 
 async def _run(
@@ -190,10 +249,13 @@ async def _run(
     """The nursery tree and the shutdown sequence (both drawn in the module docstring)."""
     settings, hub = parts.settings, parts.hub
     http_stop = trio.Event()
+    stop_cause = _StopCause()
     async with trio.open_nursery() as root:
         if handle_signals:
-            root.start_soon(_watch_signals, stop)
+            root.start_soon(_watch_signals, stop, stop_cause)
         await root.start(parts.health.serve_probes)
+        if parts.notifications.enabled:
+            await root.start(parts.notifications.serve)
         async with trio.open_nursery() as servers:
             websocket, http_url = await _start_servers(servers, parts, http_stop)
             async with trio.open_nursery() as background:
@@ -206,6 +268,7 @@ async def _run(
                     influx_url=settings.influx_base_url,
                     influx_db=settings.influx_db,
                 )
+                parts.notifications.service_started(websocket.url, http_url)
                 task_status.started(
                     RunningService(websocket, http_url, hub, parts.loop, parts.health)
                 )
@@ -215,11 +278,15 @@ async def _run(
                 websocket.stop_accepting()
                 background.cancel_scope.cancel()
             # Steps 2 to 4: tell and close every client, forcing whoever is left.
+            parts.notifications.service_stopping(stop_cause.signal, hub.tracked_count())
             await _close_clients(settings, hub, started)
             # Then the HTTP server finishes its requests, within a grace period.
             http_stop.set()
             servers.cancel_scope.deadline = trio.current_time() + HTTP_GRACE_S
-        # The servers are done: the health prober and the signal watcher are no longer needed.
+        # The servers are done: notifications get a bounded time to go out (service_stopping
+        # was queued at step 2); then the notifier, the health prober and the signal watcher
+        # are no longer needed.
+        await parts.notifications.finish()
         root.cancel_scope.cancel()
 
 
@@ -229,11 +296,24 @@ async def _start_servers(
     """Start the WebSocket then the HTTP server, which links to it; return their addresses."""
     settings, hub = parts.settings, parts.hub
     websocket: WebSocketEndpoint = await servers.start(
-        serve_websockets, hub, connection_policy(settings, hub), settings.ws_host, settings.ws_port
+        partial(serve_websockets, ssl_context=parts.tls),
+        hub,
+        connection_policy(settings, hub, parts.auth),
+        settings.ws_host,
+        settings.ws_port,
     )
-    registry = build_registry(hub, parts.health, parts.loop)
-    app = create_app(hub, parts.health, registry, websocket_url=websocket.url)
+    registry = build_registry(hub, parts.health, parts.loop, parts.notifications.counts)
+    admin_file = settings.admin_token_file
+    app = create_app(
+        hub,
+        parts.health,
+        registry,
+        websocket_url=websocket.url,
+        admin_tokens=None if admin_file is None else AdminTokens(admin_file),
+        auth_required=parts.auth is not None,
+    )
     config = _hypercorn_config(settings, hub.containment)
+    config.ssl_context = parts.tls
     binds: list[str] = await servers.start(
         partial(serve_http, app, config, shutdown_trigger=http_stop.wait)
     )
@@ -250,6 +330,7 @@ async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
             parts.hub,
             interval_s=settings.heartbeat_interval_ms / 1000,
             connection_timeout_s=settings.connection_timeout_ms / 1000,
+            on_sweep=parts.notifications.heartbeat_swept,
         )
     )
     await background.start(
@@ -257,9 +338,12 @@ async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
     )
 
 
-def connection_policy(settings: Settings, hub: Hub) -> ConnectionPolicy:
-    """What every connection is built from: the limits from ``settings``, and the hub's
-    counters and containment so that a connection counts into the service-wide ones."""
+def connection_policy(
+    settings: Settings, hub: Hub, auth: AuthPolicy | None = None
+) -> ConnectionPolicy:
+    """What every connection is built from: the limits from ``settings``, the Origin policy,
+    ``auth`` (None: ``--auth-mode none``), and the hub's counters and containment so that a
+    connection counts into the service-wide ones."""
     return ConnectionPolicy(
         output=OutputLimits(
             max_messages=settings.outbox_messages,
@@ -269,6 +353,8 @@ def connection_policy(settings: Settings, hub: Hub) -> ConnectionPolicy:
         input=input_limits(settings),
         counters=hub.counters,
         containment=hub.containment,
+        origins=OriginPolicy(settings.allowed_origins),
+        auth=auth,
     )
 
 
@@ -310,13 +396,22 @@ async def _close_clients(settings: Settings, hub: Hub, started: float) -> None:
     )
 
 
-async def _watch_signals(stop: trio.Event) -> None:
-    """First SIGTERM/SIGINT: graceful shutdown. Second: exit at once."""
+@dataclass
+class _StopCause:
+    """Why the service stops, for the service_stopping notification."""
+
+    signal: str | None = None  # the first signal's name; None: ``stop`` was set by the caller
+
+
+async def _watch_signals(stop: trio.Event, cause: _StopCause) -> None:
+    """First SIGTERM/SIGINT: graceful shutdown (its name recorded in ``cause``). Second: exit
+    at once."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
             if not stop.is_set():
                 log.info("signal received: shutting down", signal=name)
+                cause.signal = name
                 stop.set()
             else:
                 log.warning("second signal: exiting at once", signal=name)

@@ -5,6 +5,10 @@ The dashboard's files live in ``broadcaster/static`` inside the package, so they
 wheel. The page connects to the WebSocket server, which listens on another port: it asks
 ``/api/client-config`` for the URL, built from the host name the browser used to reach this
 app, so the page also works when opened from another machine.
+
+With ``--admin-token-file``, the operator views that describe clients (the status API and
+/metrics) need ``Authorization: Bearer <admin token>``; /health stays public and tells counts
+only, never a client's address or identity.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
@@ -108,14 +112,29 @@ class _RefuseInvalidHost:
         await self._app(scope, receive, send)
 
 
+class AdminCheck(Protocol):
+    """Whether a request's Authorization value holds an admin token (:class:`AdminTokens`)."""
+
+    def check(self, authorization: str | None) -> bool: ...
+
+
 def create_app(
-    hub: Hub, health: SourceHealth, registry: CollectorRegistry, *, websocket_url: str
+    hub: Hub,
+    health: SourceHealth,
+    registry: CollectorRegistry,
+    *,
+    websocket_url: str,
+    admin_tokens: AdminCheck | None = None,
+    auth_required: bool = False,
 ) -> QuartTrio:
     """Build the app; it reads the hub and the health (``/health`` may ask for a ping).
 
     Args:
         websocket_url: the WebSocket server's URL as bound (``WebSocketEndpoint.url``); its
             port and path tell the dashboard where to connect.
+        admin_tokens: when given, the status API and /metrics answer 401 without one.
+        auth_required: ``--auth-mode jwt``: /api/client-config says ``authRequired`` so that
+            the dashboard asks for a token at once.
     """
     app = _App("broadcaster", static_folder=None)
     app.asgi_app = _RefuseInvalidHost(app.asgi_app)  # type: ignore[method-assign]
@@ -166,10 +185,24 @@ def create_app(
             "websocketUrl": f"{scheme}://{host}{port}{websocket_path}",
             "websocketPort": websocket_port,
             "websocketPath": websocket_path,
+            **({"authRequired": True} if auth_required else {}),
         }
 
+    def unauthorized() -> Response | None:
+        """401 unless the request carries an admin token (or none is configured)."""
+        if admin_tokens is None or admin_tokens.check(request.headers.get("Authorization")):
+            return None
+        return Response(
+            "admin token required: Authorization: Bearer <token>\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="broadcaster"'},
+        )
+
     @app.get("/api/websocket/status")
-    async def websocket_status() -> dict[str, Any]:
+    async def websocket_status() -> dict[str, Any] | Response:
+        if (refused := unauthorized()) is not None:
+            return refused
         snapshot = hub.snapshot()
         return {
             "status": "ok",
@@ -205,6 +238,8 @@ def create_app(
 
     @app.get("/metrics")
     async def metrics() -> Response:
+        if (refused := unauthorized()) is not None:
+            return refused
         return Response(render(registry), content_type=CONTENT_TYPE_LATEST)
 
     return app

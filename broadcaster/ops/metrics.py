@@ -28,6 +28,7 @@ from broadcaster import __version__
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.counters import COUNTERS
 from broadcaster.hub import Hub
+from broadcaster.ops.notify.counts import NotificationCounts
 from broadcaster.sources.health import SourceHealth
 from broadcaster.timings import Histogram
 
@@ -146,13 +147,20 @@ def _histogram(
     return family
 
 
-def build_registry(hub: Hub, health: SourceHealth, broadcaster: BroadcastLoop) -> CollectorRegistry:
-    """A registry holding only this service's metrics."""
+def build_registry(
+    hub: Hub,
+    health: SourceHealth,
+    broadcaster: BroadcastLoop,
+    notifications: NotificationCounts | None = None,
+) -> CollectorRegistry:
+    """A registry holding only this service's metrics (``notifications``: the notifier's
+    counts; without it, the family is there with every count at 0)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(hub, health, broadcaster))
     # process_*: resident memory, open and max file descriptors, CPU seconds, start time,
     # read from /proc at scrape time (on a system without /proc, the family is absent).
     ProcessCollector(registry=registry)
+    registry.register(notifications if notifications is not None else NotificationCounts())
     return registry
 
 

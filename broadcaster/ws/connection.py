@@ -31,22 +31,27 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import trio
 from wsproto.connection import Connection as WsConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Message, Ping, Pong, TextMessage
+from wsproto.events import CloseConnection, Message, Ping, Pong
 
 from broadcaster import protocol
 from broadcaster.auth.identity import Identity
 from broadcaster.containment import Stage
 from broadcaster.protocol import CloseCode, ErrorCode, ProtocolViolation
+from broadcaster.ws.assembly import MessageAssembly, Oversized
 from broadcaster.ws.frames import CloseFrame, Control, Frame, Outgoing
 from broadcaster.ws.outbound import Outbound
 from broadcaster.ws.policy import ClientInfo, ConnectionPolicy
 from broadcaster.ws.rate_limit import TokenBucket
+from broadcaster.ws.tls import ClientStream, TLSStream
+
+if TYPE_CHECKING:
+    from broadcaster.ws.auth_gate import AuthGate
 
 log = structlog.get_logger("broadcaster.ws.connection")
 
@@ -128,6 +133,7 @@ class Connection:
         # Checked once: at info level, receiving a message builds no log fields at all.
         self._log_messages = log.is_enabled_for(logging.DEBUG)
         self._rate_limited_until = -math.inf
+        self._gate: AuthGate | None = None
 
     @property
     def close_code(self) -> int | None:
@@ -228,18 +234,26 @@ class Connection:
     # --- serving -----------------------------------------------------------------------------
 
     async def serve(
-        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
+        self,
+        stream: ClientStream,
+        ws: WsConnection,
+        hub: SubscriptionHandler,
+        gate: AuthGate | None = None,
     ) -> None:
         """Read, handle and answer until the connection ends; the caller closes ``stream``.
 
+        With a ``gate`` (``--auth-mode jwt``), messages go to it until it admits the client.
         Returns when the close handshake is done, the peer is gone, the close deadline
         passed or :meth:`abort` was called. Never raises for client misbehaviour.
         """
+        self._gate = gate
         with self._scope:
             async with trio.open_nursery() as nursery:
-                self.outbound.attach(stream.socket.fileno(), partial(self._start_flusher, nursery))
+                self._attach(stream, nursery)
                 try:
                     with self._boundary(Stage.READER, self._fail):
+                        if gate is not None:
+                            await gate.start(nursery)
                         await self._read_until_closed(stream, ws, hub)
                     if self.closing is not None and self.closing.handshake:
                         await self.outbound.wait_drained()  # ours or our answer, in time
@@ -247,6 +261,15 @@ class Connection:
                     self.outbound.detach()
                     nursery.cancel_scope.cancel()
         self._record(CloseCode.NORMAL, "", "server")
+
+    def _attach(self, stream: ClientStream, nursery: trio.Nursery) -> None:
+        """Hand the socket to the outbound path; over TLS, the records are made there too."""
+        start_flusher = partial(self._start_flusher, nursery)
+        if isinstance(stream, TLSStream):
+            stream.ciphertext_sink = self.outbound.push_ciphertext
+            self.outbound.attach(stream.socket.fileno(), start_flusher, encrypt=stream.encrypt)
+        else:
+            self.outbound.attach(stream.socket.fileno(), start_flusher)
 
     def _boundary(
         self, stage: Stage, on_failure: Callable[[], None]
@@ -273,13 +296,14 @@ class Connection:
         self.abort(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _read_until_closed(
-        self, stream: trio.SocketStream, ws: WsConnection, hub: SubscriptionHandler
+        self, stream: ClientStream, ws: WsConnection, hub: SubscriptionHandler
     ) -> None:
         """Read and act on frames until the peer closes or goes away, within the limits.
 
         Frames wsproto already holds (sent right behind the handshake) are acted on first.
         """
-        message = _MessageInProgress()
+        limits = self.input_limits
+        message = MessageAssembly(limits.max_message_bytes, limits.max_message_fragments)
         while not await self._act_on_frames(ws, message, hub):
             await self._bytes.repay()
             try:
@@ -293,14 +317,16 @@ class Connection:
             ws.receive_data(data)
 
     async def _act_on_frames(
-        self, ws: WsConnection, message: _MessageInProgress, hub: SubscriptionHandler
+        self, ws: WsConnection, message: MessageAssembly, hub: SubscriptionHandler
     ) -> bool:
         """Act on each frame wsproto has parsed, at the allowed pace; True once closed."""
         for event in ws.events():
             self._frames.spend(1)
             match event:
                 case Message():
-                    self._on_message(event, message, hub)
+                    if (raw := self._on_message(event, message)) is not None:
+                        with self._boundary(Stage.HANDLER, self._fail):
+                            await self._receive(raw, hub)
                 case Ping():
                     self._on_ping(event)
                 case Pong():
@@ -316,31 +342,16 @@ class Connection:
         if self.closing is None:
             self.outbound.push(Control.pong(event.payload))
 
-    def _on_message(
-        self, event: Message[Any], message: _MessageInProgress, hub: SubscriptionHandler
-    ) -> None:
-        """Add one frame (or part of one) to the message; act on the message once complete."""
+    def _on_message(self, event: Message[Any], message: MessageAssembly) -> str | bytes | None:
+        """Add one frame (or part of one) to the message; the message once complete."""
         if self.closing is not None:
-            return  # closing: what the client still sends is discarded
+            return None  # closing: what the client still sends is discarded
         self.touch()
-        limits = self.input_limits
-        data = event.data
-        message.size += (
-            len(data) if isinstance(data, bytes) or data.isascii() else len(data.encode())
-        )
-        message.fragments += event.frame_finished
-        if message.size > limits.max_message_bytes:
-            self._too_big(f"Exceeded maximum message size: {limits.max_message_bytes} bytes")
-            return
-        if message.fragments > limits.max_message_fragments:
-            self._too_big(f"message split into more than {limits.max_message_fragments} frames")
-            return
-        message.parts.append(data)
-        if event.message_finished:
-            raw = _joined(message.parts, event)
-            message.reset()
-            with self._boundary(Stage.HANDLER, self._fail):
-                self._receive(raw, hub)
+        outcome = message.add(event)
+        if isinstance(outcome, Oversized):
+            self._too_big(outcome.reason)
+            return None
+        return outcome
 
     def _too_big(self, reason: str) -> None:
         """Close with 1009, counted here where the decision is made."""
@@ -356,9 +367,9 @@ class Connection:
         answer = CloseCode.NORMAL if code in _RESERVED_CLOSE_CODES else code
         self._record(code, event.reason or "", "client", answer=CloseFrame(answer, ""))
 
-    def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+    async def _receive(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
         if self._messages.take():
-            self._handle(raw, hub)
+            await self._handle(raw, hub)
         else:
             self._drop_over_limit()
 
@@ -374,9 +385,13 @@ class Connection:
                 f"({self.dropped_messages} so far)",
             )
 
-    def _handle(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
+    async def _handle(self, raw: str | bytes, hub: SubscriptionHandler) -> None:
         if self._log_messages:
             _log_received(self.id, raw)
+        gate = self._gate
+        if gate is not None and not gate.admitted:
+            await gate.first_message(raw)  # the token, or the connection ends
+            return
         try:
             message = protocol.parse_client_message(raw)
         except ProtocolViolation as violation:
@@ -389,6 +404,8 @@ class Connection:
                 hub.subscribe(self, topics)
             case protocol.Unsubscribe(topics=topics):
                 hub.unsubscribe(self, topics)
+            case protocol.Auth(token=token) if gate is not None:
+                await gate.refresh(token)  # without authentication, a token is not needed
 
     def _on_pong(self, event: Pong) -> None:
         self.touch()
@@ -449,28 +466,6 @@ class Connection:
     def last_broadcast_unix_ms(self) -> int | None:
         """When the last update was handed to this connection."""
         return self.outbound.last_update_unix_ms
-
-
-class _MessageInProgress:
-    """The frames of the client message being received: its parts, bytes and frame count."""
-
-    __slots__ = ("fragments", "parts", "size")
-
-    def __init__(self) -> None:
-        self.parts: list[str | bytes] = []
-        self.size = 0
-        self.fragments = 0
-
-    def reset(self) -> None:
-        self.parts = []
-        self.size = self.fragments = 0
-
-
-def _joined(parts: list[str | bytes], last: Message[Any]) -> str | bytes:
-    if isinstance(last, TextMessage):
-        return "".join(part for part in parts if isinstance(part, str))
-    assert isinstance(last, BytesMessage)
-    return b"".join(part for part in parts if isinstance(part, bytes))
 
 
 def _log_received(connection_id: str, raw: str | bytes) -> None:

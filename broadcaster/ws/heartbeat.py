@@ -12,6 +12,8 @@ Before that close, an operator is warned: a ping still unanswered at the next sw
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 import trio
 
@@ -87,14 +89,17 @@ async def sweep_heartbeats(
     *,
     interval_s: float,
     connection_timeout_s: float,
+    on_sweep: Callable[[int], None] = lambda closed: None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Every ``interval_s``: one :func:`sweep_once`. Runs until cancelled."""
+    """Every ``interval_s``: one :func:`sweep_once`, whose count of connections closed for
+    silence ``on_sweep`` is told (the notifications' HeartbeatWatcher). Runs until cancelled."""
     task_status.started()
     next_sweep = trio.current_time()
     while True:
         next_sweep += interval_s
         await trio.sleep_until(next_sweep)
-        sweep_once(
+        closed = sweep_once(
             hub, connection_timeout_s=connection_timeout_s, ping_timeout_s=connection_timeout_s
         )
+        on_sweep(closed)

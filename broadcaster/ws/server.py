@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from functools import partial
 
 import structlog
@@ -24,13 +25,16 @@ from wsproto import ConnectionType
 from wsproto.connection import Connection as WsConnection
 from wsproto.events import CloseConnection
 
+from broadcaster.auth.origins import printable_origin
 from broadcaster.containment import Stage
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
 from broadcaster.ws import handshake
+from broadcaster.ws.auth_gate import AuthGate
 from broadcaster.ws.connection import RECEIVE_BYTES, Connection
 from broadcaster.ws.frames import CloseFrame
 from broadcaster.ws.policy import ClientInfo, ConnectionPolicy
+from broadcaster.ws.tls import ClientStream, TLSStream
 
 log = structlog.get_logger("broadcaster.ws")
 
@@ -50,11 +54,13 @@ class WebSocketEndpoint:
     host: str
     port: int
     accept_scope: trio.CancelScope
+    ssl_context: ssl.SSLContext | None = None  # set: clients speak TLS (wss://)
 
     @property
     def url(self) -> str:
         """The URL clients connect to."""
-        return f"ws://{self.host}:{self.port}{WS_PATH}"
+        scheme = "ws" if self.ssl_context is None else "wss"
+        return f"{scheme}://{self.host}:{self.port}{WS_PATH}"
 
     def stop_accepting(self) -> None:
         """Close the listening sockets; open connections are left alone."""
@@ -65,6 +71,7 @@ class WebSocketEndpoint:
 class _Accepted:
     ws: WsConnection
     client_info: ClientInfo
+    authorization: tuple[bytes, ...] = field(default=(), repr=False)  # raw, never logged
 
 
 async def serve_websockets(
@@ -73,16 +80,20 @@ async def serve_websockets(
     host: str,
     port: int,
     *,
+    ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[WebSocketEndpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSocket clients until cancelled; reports the bound endpoint when listening.
 
     Each accepted client becomes a :class:`Connection` built from ``policy`` (its limits and
-    the service-wide counters and containment), which the hub registers.
+    the service-wide counters and containment), which the hub registers. With
+    ``ssl_context``, each client's TLS handshake comes first (:mod:`broadcaster.ws.tls`).
     """
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
-    endpoint = WebSocketEndpoint(host=host, port=bound_port, accept_scope=trio.CancelScope())
+    endpoint = WebSocketEndpoint(
+        host=host, port=bound_port, accept_scope=trio.CancelScope(), ssl_context=ssl_context
+    )
     async with trio.open_nursery() as connections:
         log.info(
             "websocket server listening", url=endpoint.url, max_connections=hub.max_connections
@@ -101,7 +112,7 @@ async def serve_websockets(
 
 
 async def _serve_client(
-    hub: Hub, policy: ConnectionPolicy, endpoint: WebSocketEndpoint, stream: trio.SocketStream
+    hub: Hub, policy: ConnectionPolicy, endpoint: WebSocketEndpoint, socket: trio.SocketStream
 ) -> None:
     """One client from its first byte to its socket's close.
 
@@ -109,11 +120,13 @@ async def _serve_client(
     where it is read, and anything else is caught by a containment boundary that ends this
     client alone (HTTP 400 during the handshake, close 1011 after it).
     """
+    tls = endpoint.ssl_context
+    stream: ClientStream = socket if tls is None else TLSStream(socket, tls)
     boundary = partial(hub.containment.boundary, connection_id=None, address=_peer_ip(stream))
     accepted: _Accepted | None = None
     try:
         with boundary(Stage.HANDSHAKE, on_failure=partial(_send_now, stream, _BAD_REQUEST)):
-            accepted = await _handshake_in_time(stream)
+            accepted = await _handshake_in_time(stream, policy)
         if accepted is not None:
             with boundary(Stage.LIFECYCLE, on_failure=partial(_send_now, stream, _CLOSE_1011)):
                 await _serve_accepted(hub, policy, endpoint, stream, accepted)
@@ -121,11 +134,14 @@ async def _serve_client(
         await trio.aclose_forcefully(stream)
 
 
-async def _handshake_in_time(stream: trio.SocketStream) -> _Accepted | None:
-    """The handshake, or None if the client left or took longer than the timeout."""
+async def _handshake_in_time(stream: ClientStream, policy: ConnectionPolicy) -> _Accepted | None:
+    """The handshake (TLS first, if any), or None if the client left, broke TLS or took
+    longer than the timeout."""
     with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
         try:
-            return await _handshake(stream)
+            if isinstance(stream, TLSStream):
+                await stream.handshake()
+            return await _handshake(stream, policy)
         except _PEER_GONE:
             return None
     return None
@@ -135,41 +151,53 @@ async def _serve_accepted(
     hub: Hub,
     policy: ConnectionPolicy,
     endpoint: WebSocketEndpoint,
-    stream: trio.SocketStream,
+    stream: ClientStream,
     accepted: _Accepted,
 ) -> None:
-    """Refuse the upgraded client, or register it and serve it until it is closed."""
-    if endpoint.accept_scope.cancel_called or not hub.has_capacity():
+    """Refuse the upgraded client, or register it and serve it until it is closed.
+
+    Without authentication it is admitted (welcomed) at once; with it, its gate admits it
+    once it has presented a valid token.
+    """
+    refusal = _refusal(hub, endpoint, accepted.client_info.ip)
+    if refusal is not None:
         with contextlib.suppress(*_PEER_GONE):
-            await _refuse(hub, endpoint, stream, accepted.ws)
+            await _refuse(hub, stream, accepted.ws, *refusal)
         return
     connection = Connection(hub.new_connection_id(), accepted.client_info, policy)
     hub.register(connection)
-    hub.admit(connection)
+    gate = None
+    if policy.auth is None:
+        hub.admit(connection)
+    else:
+        gate = AuthGate(connection, policy.auth, hub, accepted.authorization)
     try:
-        await connection.serve(stream, accepted.ws, hub)
+        await connection.serve(stream, accepted.ws, hub, gate)
     finally:
         hub.close(connection)
 
 
-def _send_now(stream: trio.SocketStream, data: bytes) -> None:
+def _send_now(stream: ClientStream, data: bytes) -> None:
     """Best-effort last words to a client being cut off: one non-blocking write, no waiting."""
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # ssl.SSLError is one: no TLS session to speak in
+        if isinstance(stream, TLSStream):
+            data = stream.encrypt(data)
         os.write(stream.socket.fileno(), data)
 
 
-def _peer_ip(stream: trio.SocketStream) -> str | None:
+def _peer_ip(stream: ClientStream) -> str | None:
     try:
         return str(stream.socket.getpeername()[0])
     except OSError:
         return None
 
 
-async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
+async def _handshake(stream: ClientStream, policy: ConnectionPolicy) -> _Accepted | None:
     """Read the upgrade request and answer it: accepted, or refused with an HTTP error.
 
     :mod:`broadcaster.ws.handshake` judges the request without decoding any header, so no
     request can raise here; a refused client gets an answer it can read (lingering close).
+    A browser page from an Origin the policy refuses gets 403, counted and logged.
     """
     reader = handshake.RequestReader()
     request = await handshake.receive_request(stream, reader)
@@ -179,6 +207,16 @@ async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
         decision: handshake.Accept | handshake.Reject = request
     else:
         decision = handshake.validate(request, path=WS_PATH)
+    if isinstance(decision, handshake.Accept) and policy.origins is not None:
+        refused = handshake.check_origin(decision, policy.origins)
+        if refused is not None:
+            policy.counters.origins_refused += 1
+            log.warning(
+                "origin refused",
+                origin=printable_origin(b", ".join(decision.origins)),
+                ip=_peer_ip(stream),
+            )
+            decision = refused
     if isinstance(decision, handshake.Reject):
         log.debug(  # not info: every port scan would fill the log
             "handshake refused", status=decision.status, reason=decision.reason, ip=_peer_ip(stream)
@@ -188,27 +226,34 @@ async def _handshake(stream: trio.SocketStream) -> _Accepted | None:
     await stream.send_all(handshake.accept_response(decision))
     # Frames the client sent without waiting for our 101 are the connection's first input.
     ws = WsConnection(ConnectionType.SERVER, trailing_data=reader.trailing_data())
-    return _Accepted(ws, _client_info(decision.user_agent, stream))
+    return _Accepted(ws, _client_info(decision.user_agent, stream), decision.authorization)
 
 
-def _client_info(user_agent: bytes | None, stream: trio.SocketStream) -> ClientInfo:
+def _client_info(user_agent: bytes | None, stream: ClientStream) -> ClientInfo:
     return ClientInfo(
         user_agent=user_agent.decode("latin-1") if user_agent is not None else None,
         ip=_peer_ip(stream),
     )
 
 
-async def _refuse(
-    hub: Hub, endpoint: WebSocketEndpoint, stream: trio.SocketStream, ws: WsConnection
-) -> None:
-    """Close a just-accepted client with 1001 (shutting down) or 1013 (at capacity)."""
-    hub.refuse()
+def _refusal(hub: Hub, endpoint: WebSocketEndpoint, ip: str | None) -> tuple[CloseCode, str] | None:
+    """Why a just-accepted client may not stay: shutting down (1001), at capacity or over the
+    per-address cap (1013); None if it may."""
     if endpoint.accept_scope.cancel_called:
-        code, reason = CloseCode.GOING_AWAY, "server shutting down"
-    else:
-        code = CloseCode.TRY_AGAIN_LATER
-        reason = f"server at capacity ({hub.max_connections} connections)"
-    log.warning("connection refused", reason=reason, code=int(code))
+        return CloseCode.GOING_AWAY, "server shutting down"
+    if not hub.has_capacity():
+        return CloseCode.TRY_AGAIN_LATER, f"server at capacity ({hub.max_connections} connections)"
+    if not hub.has_room_for_address(ip):
+        return CloseCode.TRY_AGAIN_LATER, "too many connections from this address"
+    return None
+
+
+async def _refuse(
+    hub: Hub, stream: ClientStream, ws: WsConnection, code: CloseCode, reason: str
+) -> None:
+    """Close a just-accepted client with ``code`` and ``reason`` (see :func:`_refusal`)."""
+    hub.refuse()
+    log.warning("connection refused", reason=reason, code=int(code), ip=_peer_ip(stream))
     with trio.move_on_after(REFUSE_CLOSE_TIMEOUT_S):
         await stream.send_all(CloseFrame(code, reason).wire)
         while data := await stream.receive_some(RECEIVE_BYTES):  # until its close frame
