@@ -81,6 +81,7 @@ async def running_prometheus(directory: Path, target: str) -> AsyncIterator[str]
 
 async def _query(client: httpx.AsyncClient, expression: str) -> dict[str, Any]:
     response = await client.get("/api/v1/query", params={"query": expression})
+    response.raise_for_status()  # 503 "Service Unavailable" (plain text) while it starts
     answer: dict[str, Any] = response.json()
     return answer
 
@@ -89,7 +90,7 @@ async def _value(client: httpx.AsyncClient, expression: str) -> float | None:
     """The value of a one-series instant query, or None while Prometheus has none."""
     try:
         result = (await _query(client, expression))["data"]["result"]
-    except httpx.TransportError:  # not listening yet
+    except (httpx.TransportError, httpx.HTTPStatusError):  # not listening or not ready yet
         return None
     return float(result[0]["value"][1]) if len(result) == 1 else None
 
