@@ -20,6 +20,7 @@ import trio
 
 from broadcaster import __version__
 from broadcaster.auth.mint import add_token_command, run_token
+from broadcaster.auth.startup import check_auth_files
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import build_catalog
 from broadcaster.client.watch import add_watch_command, run_watch
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Built once, here, so that a bad topics file or default topic exits with code 2
         # before anything starts; the service is given this catalog, not the file.
         catalog = build_catalog(BUILTIN_TOPICS, settings.topics_file, settings.default_topics)
+        check_auth_files(settings)  # a bad key or admin token file: exit 2 before any port
     except ConfigError as exc:
         sys.stderr.write(f"broadcaster: error: {exc}\n")
         sys.exit(EXIT_USAGE)

@@ -97,7 +97,9 @@ class AdminTokens:
         except OSError as exc:
             if self._stamp != _MISSING:  # warned once, until the file is back
                 log.warning(
-                    "admin_token_file_kept_previous", path=str(self._path), problem=str(exc)
+                    "admin token file unusable: kept the previous tokens",
+                    path=str(self._path),
+                    problem=str(exc),
                 )
             self._stamp = _MISSING
             return
@@ -108,9 +110,13 @@ class AdminTokens:
         try:
             self._tokens = read_admin_tokens(self._path)
         except ConfigError as exc:
-            log.warning("admin_token_file_kept_previous", path=str(self._path), problem=exc.problem)
+            log.warning(
+                "admin token file unusable: kept the previous tokens",
+                path=str(self._path),
+                problem=exc.problem,
+            )
             return
-        log.info("admin_token_file_reloaded", path=str(self._path), tokens=len(self._tokens))
+        log.info("admin token file reloaded", path=str(self._path), tokens=len(self._tokens))
 
 
 def _bearer_token(authorization: bytes | str | None) -> bytes | None:

@@ -166,10 +166,10 @@ class JwksKeys:
                 self._keys = await self._fetch()
             except KeysUnavailable as exc:
                 self._problem = str(exc)
-                log.warning("jwks_fetch_failed", url=self._url, problem=str(exc))
+                log.warning("key set fetch failed", url=self._url, problem=str(exc))
                 return False
             self._fetched_at = self._clock()
-            log.info("jwks_fetched", url=self._url, keys=len(self._keys))
+            log.info("key set fetched", url=self._url, keys=len(self._keys))
             return True
 
     async def _fetch(self) -> dict[str | None, VerificationKey]:

@@ -106,7 +106,9 @@ def test_a_broken_rewrite_keeps_the_last_good_tokens(token_file: Path) -> None:
         assert tokens.check("Bearer old-token")
         clock.now += ADMIN_RECHECK_INTERVAL_S
         assert tokens.check("Bearer old-token")
-    assert [entry["event"] for entry in logs] == ["admin_token_file_kept_previous"] * 2
+    assert [entry["event"] for entry in logs] == [
+        "admin token file unusable: kept the previous tokens"
+    ] * 2
     token_file.write_text("back-token\n")
     clock.now += ADMIN_RECHECK_INTERVAL_S
     assert tokens.check("Bearer back-token")
