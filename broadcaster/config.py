@@ -54,6 +54,11 @@ class Settings(BaseModel):
     influx_password: str | None = Field(None, description="InfluxDB 1.x password")
     query_timeout_ms: PositiveMs = Field(5000, description="deadline of one topic query")
     broadcast_interval_ms: PositiveMs = Field(10000, description="time between two ticks")
+    tick_offset_ms: Annotated[int, Field(ge=0, le=86_400_000)] = Field(
+        1000,
+        description="tick k happens at k * --broadcast-interval-ms + this, in ms since the Unix "
+        "epoch (the data's rhythm; the same tick numbers on every node)",
+    )
     heartbeat_interval_ms: PositiveMs = Field(15000, description="time between two pings")
     connection_timeout_ms: PositiveMs = Field(
         45000, description="silence after which a connection is closed"

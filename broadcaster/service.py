@@ -223,6 +223,7 @@ def _build(
         health,
         interval_s=interval_s,
         query_timeout_s=settings.query_timeout_ms / 1000,
+        tick_offset_s=settings.tick_offset_ms / 1000,
         after_tick=gc_pacer.after_tick,
     )
     notifications = Notifications(settings, hub, health)

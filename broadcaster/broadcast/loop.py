@@ -5,8 +5,11 @@ A channel (:class:`~broadcaster.channels.Channel`) is a topic for everyone, or a
 for one tenant: a tenant topic with subscribers in three tenants is three queries per tick,
 each tenant's value published only to its own connections.
 
-Ticks are drift-free (scheduled at ``start + k * interval``); a tick that overruns skips the
-ticks it missed instead of bunching them up. A topic whose query fails or times out sends
+Ticks are aligned to the wall clock (:mod:`broadcaster.broadcast.ticks`): tick ``k`` happens at
+``k * interval + offset`` since the Unix epoch, so every process agrees on its number
+(:attr:`BroadcastLoop.current_tick`). They are scheduled on Trio's clock, mapped from the wall
+clock once per tick; a tick that overruns (or a wall clock that jumps ahead) skips the ticks
+it missed instead of bunching them up. A topic whose query fails or times out sends
 its subscribers an ``influxdb_unavailable`` error and then the last good value again with
 ``"stale": true``; the next good answer clears it.
 
@@ -43,6 +46,7 @@ import structlog
 import trio
 
 from broadcaster import protocol
+from broadcaster.broadcast.ticks import next_tick, tick_instant
 from broadcaster.broadcast.topics import Topic
 from broadcaster.channels import Channel
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
@@ -96,10 +100,18 @@ class BroadcastLoop:
         *,
         interval_s: float,
         query_timeout_s: float,
+        tick_offset_s: float = 0.0,
+        wall_clock: Callable[[], float] = time.time,
         after_tick: Callable[[], None] = lambda: None,
     ) -> None:
-        """``after_tick`` runs once each tick has published (the service collects garbage)."""
+        """Tick ``k`` happens when ``wall_clock()`` (Unix seconds) reads ``k * interval_s +
+        tick_offset_s``. ``after_tick`` runs once each tick has published (the service collects
+        garbage)."""
         self._hub = hub
+        self._wall_clock = wall_clock
+        self._interval_ms = round(interval_s * 1000)
+        self._tick_offset_ms = round(tick_offset_s * 1000)
+        self._current_tick: int | None = None
         self._after_tick = after_tick
         self._source = source
         self._topics = topics
@@ -123,18 +135,40 @@ class BroadcastLoop:
             await self._tick_forever()
 
     async def _tick_forever(self) -> None:
-        next_tick = trio.current_time() + self._interval_s
+        last: int | None = None
         while True:
-            await trio.sleep_until(next_tick)
+            k, at = self._schedule_after(last)
+            await trio.sleep_until(at)
+            self._current_tick = last = k
             await self.tick()
             self._after_tick()
-            next_tick += self._interval_s
-            behind = trio.current_time() - next_tick
-            if behind >= 0:
-                missed = math.floor(behind / self._interval_s) + 1
-                self._hub.counters.ticks_skipped += missed
-                next_tick += missed * self._interval_s
-                log.warning("tick overran its interval", skipped_ticks=missed)
+
+    def _schedule_after(self, last: int | None) -> tuple[int, float]:
+        """The next tick's number and its Trio time, after tick ``last`` (None: none yet).
+
+        The wall clock is read once, next to Trio's clock, so a wall clock that steps while
+        the loop sleeps moves the tick after, not this one. Ticks a slow tick (or a jump
+        ahead) left behind are counted as skipped.
+        """
+        now_ms, now = self._wall_clock() * 1000, trio.current_time()
+        k = next_tick(last, now_ms, self._interval_ms, self._tick_offset_ms)
+        if last is not None and k > last + 1:
+            missed = k - last - 1
+            self._hub.counters.ticks_skipped += missed
+            log.warning("tick overran its interval", skipped_ticks=missed, next_tick=k)
+        elif last is not None and k <= last:
+            log.warning(
+                "the wall clock went back; tick numbers restart", last_tick=last, next_tick=k
+            )
+        at_ms = tick_instant(k, self._interval_ms, self._tick_offset_ms)
+        return k, now + (at_ms - now_ms) / 1000
+
+    @property
+    def current_tick(self) -> int | None:
+        """The number ``k`` of the tick running or last run (None before the first): the same
+        on every process with the same interval and offset (:func:`~broadcaster.broadcast.
+        ticks.tick_number` of its instant)."""
+        return self._current_tick
 
     @property
     def skipped_ticks(self) -> int:
