@@ -76,6 +76,11 @@ class Settings(BaseModel):
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10000, description="connections over this are refused with 1013"
     )
+    reuse_port: bool = Field(
+        False,
+        description="both listeners set SO_REUSEPORT: processes started with it share the "
+        "ports, the kernel spreads new connections between them",
+    )
     # At least 2: shutdown queues server_shutdown and then the close frame.
     outbox_messages: Annotated[int, Field(ge=2, le=100_000)] = Field(
         64, description="messages pending per connection before it counts as too slow (4008)"

@@ -45,12 +45,13 @@ from broadcaster.hub import Hub
 from broadcaster.ops.fd_limit import FdLimit, raise_fd_limit
 from broadcaster.ops.gc_pacing import GcPacer
 from broadcaster.ops.http import create_app
-from broadcaster.ops.http_server import ContainedConfig, serve_http
+from broadcaster.ops.http_server import ContainedConfig, serve_http, serve_on_sockets
 from broadcaster.ops.metrics import build_registry
 from broadcaster.ops.notify import Notifications
 from broadcaster.ops.stats import log_stats
 from broadcaster.ops.views import log_connection_closed
 from broadcaster.protocol import CloseCode
+from broadcaster.reuse_port import bind_reuse_port
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
@@ -297,7 +298,7 @@ async def _start_servers(
     """Start the WebSocket then the HTTP server, which links to it; return their addresses."""
     settings, hub = parts.settings, parts.hub
     websocket: WebSocketEndpoint = await servers.start(
-        partial(serve_websockets, ssl_context=parts.tls),
+        partial(serve_websockets, ssl_context=parts.tls, reuse_port=settings.reuse_port),
         hub,
         connection_policy(settings, hub, parts.auth),
         settings.ws_host,
@@ -315,6 +316,8 @@ async def _start_servers(
     )
     config = _hypercorn_config(settings, hub.containment)
     config.ssl_context = parts.tls
+    if settings.reuse_port:
+        serve_on_sockets(config, await bind_reuse_port(settings.http_host, settings.http_port))
     binds: list[str] = await servers.start(
         partial(serve_http, app, config, shutdown_trigger=http_stop.wait)
     )

@@ -243,6 +243,19 @@ def test_a_bad_environment_value_is_named_by_its_flag() -> None:
     assert "BROADCASTER_MAX_CONNECTIONS" not in str(raised.value)
 
 
+def test_reuse_port_is_a_flag_without_a_value_or_a_boolean_in_the_environment() -> None:
+    assert from_cli([], {}).reuse_port is False
+    assert from_cli(["--reuse-port"], {}).reuse_port is True
+    assert from_cli(["--reuse-port"], {"BROADCASTER_REUSE_PORT": "false"}).reuse_port is True
+    assert from_cli([], {"BROADCASTER_REUSE_PORT": "true"}).reuse_port is True
+    assert from_cli([], {"BROADCASTER_REUSE_PORT": "0"}).reuse_port is False
+    with pytest.raises(ConfigError) as raised:
+        from_cli([], {"BROADCASTER_REUSE_PORT": "maybe"})
+    assert (raised.value.setting, raised.value.value) == ("--reuse-port", "maybe")
+    with pytest.raises(SystemExit):  # a value after it is not its value
+        from_cli(["--reuse-port", "yes"], {})
+
+
 def test_a_good_flag_hides_a_bad_environment_value() -> None:
     settings = from_cli(["--max-connections", "5"], {"BROADCASTER_MAX_CONNECTIONS": "lots"})
     assert settings.max_connections == 5
