@@ -22,6 +22,10 @@
 // reference server), or in `data` / `data.series[0].rows[0]` (our service with the bench source);
 // failing that `timestamp` (ms resolution; for our service that is when the topic's query started).
 // Both processes run on the same machine, so they share the clock.
+//
+// Freshness: when an update's data carries `asOf` (the built-in topics: the time of the newest
+// point in the database), the time from that point's own timestamp until the last client has the
+// update (`freshness_ms`): how old the newest data is when every dashboard shows it.
 
 import { createRequire } from "node:module";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -122,6 +126,12 @@ function sentAt(message) {
   return [Date.parse(message.timestamp) * 1000, "timestamp"];
 }
 
+function asOfUs(message) {
+  const asOf = message.data?.asOf;
+  const ms = typeof asOf === "string" ? Date.parse(asOf) : NaN;
+  return Number.isNaN(ms) ? null : ms * 1000;
+}
+
 function onUpdate(client, message, bytes, now) {
   updates += 1;
   updateBytes += bytes;
@@ -137,7 +147,7 @@ function onUpdate(client, message, bytes, now) {
   if (record === undefined) {
     const [sent, from] = sentAt(message);
     bump(sentFrom, from);
-    record = { sent, first: now, last: 0, count: 0 }; // last and count: measured clients only
+    record = { sent, asOf: asOfUs(message), first: now, last: 0, count: 0 }; // last, count: measured clients
     byTopic.set(seq, record);
   }
   if (!client.late) {
@@ -323,6 +333,8 @@ async function main() {
     drained,
     last_ms: quantiles(complete.map(([, , r]) => (r.last - r.sent) / 1000)),
     first_ms: quantiles(window.map(([, , r]) => (r.first - r.sent) / 1000)),
+    freshness_ms: quantiles(complete.filter(([, , r]) => r.asOf !== null).map(([, , r]) => (r.last - r.asOf) / 1000)),
+    freshness_samples: complete.filter(([, , r]) => r.asOf !== null).length,
     missed_total: missed.reduce((a, b) => a + b, 0),
     clients_missing: missed.filter((m) => m > 0).length,
     missed_max_per_client: missed.length ? Math.max(...missed) : 0,
