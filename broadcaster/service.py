@@ -39,6 +39,7 @@ from broadcaster.auth.startup import build_verifier
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import Topic, build_catalog
+from broadcaster.cluster.local import default_node_id
 from broadcaster.config import Settings
 from broadcaster.containment import Containment
 from broadcaster.hub import Hub
@@ -214,6 +215,8 @@ def _build(
         max_connections_per_ip=settings.max_connections_per_ip,
         max_connections_per_identity=settings.max_connections_per_identity,
         tenant_topics=[name for name, topic in catalog.items() if topic.is_tenant_topic],
+        cluster=settings.cluster_name if settings.redis_url is not None else None,
+        node_id=settings.node_id or default_node_id(),
     )
     hub.on_closed = log_connection_closed
     loop = BroadcastLoop(
