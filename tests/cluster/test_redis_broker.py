@@ -5,7 +5,7 @@ Real Redis on loopback, the real clock: each wait is under ``trio.fail_after``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
@@ -43,7 +43,8 @@ async def test_one_node_wins_each_tick_and_takes_the_next_seq(redis_server: Redi
     async with running_broker(redis_server, "a") as a, running_broker(redis_server, "b") as b:
         claims = [await a.claim(CPU, 7), await b.claim(CPU, 7), await b.claim(CPU, 8)]
         assert claims[1] is None  # tick 7 is a's
-        assert claims[0] is not None and claims[2] is not None
+        assert claims[0] is not None
+        assert claims[2] is not None
         assert (claims[0].seq, claims[2].seq) == (1, 2)
         assert claims[0].epoch == claims[2].epoch == a.epoch == b.epoch != ""
 
@@ -64,7 +65,8 @@ async def test_a_new_tenant_channel_starts_from_its_topics_highest_seq(
         for tick in range(3):
             await a.claim(Channel("sales", "acme"), tick)
         claim = await a.claim(Channel("sales", "globex"), 0)
-        assert claim is not None and claim.seq == 4
+        assert claim is not None
+        assert claim.seq == 4
 
 
 async def test_publish_is_fenced_on_seq_and_reaches_every_node_once(
@@ -78,7 +80,8 @@ async def test_publish_is_fenced_on_seq_and_reaches_every_node_once(
     ):
         first = await a.claim(CPU, 1)
         second = await b.claim(CPU, 2)
-        assert first is not None and second is not None
+        assert first is not None
+        assert second is not None
         assert await b.publish(update(second.seq, second.epoch))
         assert not await a.publish(update(first.seq, first.epoch))  # late: never overwrites
         await eventually(lambda: len(got_a) == 1)
@@ -86,7 +89,8 @@ async def test_publish_is_fenced_on_seq_and_reaches_every_node_once(
         await eventually(lambda: len(got_b) == 2)
         assert got_a[0] == update(second.seq, second.epoch)
         last = await a.last_value(CPU)
-        assert last is not None and last.publication == got_a[0]
+        assert last is not None
+        assert last.publication == got_a[0]
         assert 0 <= last.age_s < 5
 
 
@@ -117,7 +121,8 @@ async def test_redis_loss_is_local_mode_and_the_broker_comes_back_with_a_new_epo
         await eventually(lambda: a.mode == "cluster", timeout_s=15)
         again = await a.claim(CPU, 3)
         assert again is not None
-        assert again.seq == 1 and again.epoch != claim.epoch  # Redis lost its state
+        assert again.seq == 1
+        assert again.epoch != claim.epoch
 
 
 async def test_presence_lists_live_nodes_and_forgets_expired_ones(
@@ -126,9 +131,10 @@ async def test_presence_lists_live_nodes_and_forgets_expired_ones(
     async with running_broker(redis_server, "a") as a, running_broker(redis_server, "b") as b:
         await a.register({"id": "a"}, ttl_s=30)
         await b.register({"id": "b"}, ttl_s=0.2)
-        ids: Callable[[list[dict[str, object]]], list[object]] = lambda nodes: [
-            n["id"] for n in nodes
-        ]
+
+        def ids(nodes: list[dict[str, object]]) -> list[object]:
+            return [n["id"] for n in nodes]
+
         assert ids(await a.live_nodes()) == ["a", "b"]
         with trio.fail_after(5):
             await trio.sleep(0.3)  # the thing under test: b's registration expires
