@@ -277,12 +277,12 @@ class BroadcastLoop:
         won claim is finished even while the service stops, within the query and broker
         timeouts, so that a node leaving the cluster costs the others no tick.
         """
-        won = await self._claim(channel, tick_id)
-        if won is None:
-            return  # another node serves this tick
-        claim, broker = won
-        deadline = trio.current_time() + self._query_timeout_s + 2 * BROKER_TIMEOUT_S
+        deadline = trio.current_time() + self._query_timeout_s + 3 * BROKER_TIMEOUT_S
         with trio.CancelScope(shield=True, deadline=deadline):
+            won = await self._claim(channel, tick_id)
+            if won is None:
+                return  # another node serves this tick
+            claim, broker = won
             await self._query_and_publish(channel, claim, broker)
 
     async def _claim(self, channel: Channel, tick_id: int | None) -> tuple[Claim, Broker] | None:

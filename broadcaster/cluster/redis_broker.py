@@ -141,10 +141,11 @@ class RedisBroker:
                 try:
                     await self._listen()
                 except* _CONNECTION_ENDED as group:
-                    self._lost(group.exceptions[0])
+                    was_connected = self._lost(group.exceptions[0])
                 else:
-                    self._lost(None)
-                attempt = 1 if self.last_error is None else attempt + 1
+                    was_connected = self._lost(None)
+                # A connection that worked starts the schedule again from its first delay.
+                attempt = 1 if was_connected else attempt + 1
                 await trio.sleep(reconnect_wait_s(RECONNECT, attempt, self._rng))
 
     async def _listen(self) -> None:
@@ -163,12 +164,14 @@ class RedisBroker:
                 if message["type"] == "message":
                     self._receive(message["data"])
 
-    def _lost(self, error: BaseException | None) -> None:
+    def _lost(self, error: BaseException | None) -> bool:
+        """Record the end of the subscription; whether it had been established."""
         was = self._subscribed
         self._subscribed = False
         self.last_error = "subscription ended" if error is None else _describe(error)
         if was:
             log.warning("redis lost: local mode", error=self.last_error)
+        return was
 
     def _receive(self, data: Any) -> None:
         try:
