@@ -274,11 +274,11 @@ class BroadcastLoop:
 
         Whatever goes wrong here ends this channel's refresh, never the loop or another
         channel: a failure is reported to the channel's subscribers and the loop goes on. A
-        won claim is finished even while the service stops, within the query and broker
-        timeouts, so that a node leaving the cluster costs the others no tick.
+        claim (in a cluster) is finished even while the service stops, within the query and
+        broker timeouts, so that a node leaving the cluster costs the others no tick.
         """
         deadline = trio.current_time() + self._query_timeout_s + 3 * BROKER_TIMEOUT_S
-        with trio.CancelScope(shield=True, deadline=deadline):
+        with trio.CancelScope(shield=self._clustered, deadline=deadline):
             won = await self._claim(channel, tick_id)
             if won is None:
                 return  # another node serves this tick
