@@ -240,8 +240,12 @@ export interface BroadcasterClientEventMap {
 
 export declare class BroadcasterClient extends EventTarget {
   /** @throws TypeError an unknown option, or a value of the wrong type; RangeError out of range. */
-  constructor(url: string, options?: BroadcasterClientOptions);
+  /** `url`: one WebSocket URL, or several (a cluster's nodes), tried in turn. */
+  constructor(url: string | readonly string[], options?: BroadcasterClientOptions);
+  /** The URL of the current (or next) connection attempt. */
   readonly url: string;
+  /** Every URL given, in the order they are tried. */
+  readonly urls: readonly string[];
   readonly options: Readonly<Required<BroadcasterClientOptions>>;
   /** A copy of the current status. */
   readonly status: ClientStatus;
