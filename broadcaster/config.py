@@ -157,6 +157,26 @@ class Settings(BaseModel):
         None, description="PEM certificate chain: both servers speak TLS (wss://, https://)"
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of --tls-cert-file")
+    # --- cluster (docs/operations.md, "Running a cluster") ------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis that makes processes one cluster (redis://, rediss:// for TLS, user "
+        "and password in the URL); unset: standalone",
+    )
+    cluster_name: str = Field(
+        "broadcaster",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="processes sharing a Redis and this name form one cluster; prefixes every "
+        "Redis key and channel",
+    )
+    node_id: str | None = Field(
+        None,
+        max_length=128,
+        description="this process's name in the cluster (default: hostname, pid and a random "
+        "suffix)",
+    )
     # --- notifications (docs/operations.md, "Monitoring and alerts") -------------------------
     notify_urls: tuple[str, ...] = Field(
         (),
@@ -223,6 +243,8 @@ class Settings(BaseModel):
         "admin_token_file",
         "tls_cert_file",
         "tls_key_file",
+        "redis_url",
+        "node_id",
         mode="before",
     )
     @classmethod
@@ -231,6 +253,18 @@ class Settings(BaseModel):
         # overrides the environment; as a path it would be "." and fail as a directory.
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            # Only the scheme is shown: the rest may hold a password.
+            raise _FieldProblem(
+                "redis_url",
+                value.split("://", 1)[0] + "://...",
+                "must start with redis://, rediss:// or unix://",
+            )
         return value
 
     @model_validator(mode="after")

@@ -2,15 +2,19 @@
 
 The nursery tree (the shape of hypercorn's ``worker_serve``)::
 
-    root         the health prober (it answers /health until the HTTP server stops)
+    root         the health prober (it answers /health until the HTTP server stops),
+                 the Redis broker (``--redis-url``: it outlives the loop's last publication)
                  and, when run from the CLI, the signal watcher
     +- servers   the WebSocket server, the HTTP server (hypercorn); the grace deadline is
        |         set on this nursery's cancel scope
-       +- background   the broadcast loop, the heartbeat sweeper, the stats logger
+       +- background   the broadcast loop, the heartbeat sweeper, the stats logger, the
+                       cluster presence (``--redis-url``)
 
 Shutdown (first SIGTERM/SIGINT, or ``stop`` set):
 
-1. stop accepting WebSocket connections, stop the broadcast loop, heartbeats and stats;
+1. stop accepting WebSocket connections, stop the broadcast loop (it finishes the ticks it
+   claimed, so a node leaving a cluster costs the others no tick), heartbeats and stats;
+   in a cluster, leave the node list;
 2. send ``server_shutdown`` to every client, then close it with 1001;
 3. wait up to the shutdown timeout for clients to finish their close handshake;
 4. close whoever is left, stop the HTTP server, return (the CLI exits 0).
@@ -39,6 +43,9 @@ from broadcaster.auth.startup import build_verifier
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import Topic, build_catalog
+from broadcaster.cluster.local import default_node_id
+from broadcaster.cluster.redis_broker import RedisBroker
+from broadcaster.cluster.registry import ClusterRegistry
 from broadcaster.config import Settings
 from broadcaster.containment import Containment
 from broadcaster.hub import Hub
@@ -89,6 +96,8 @@ class _Parts:
     notifications: Notifications
     auth: AuthPolicy | None = None  # --auth-mode jwt: the token verifier and its timeout
     tls: ssl.SSLContext | None = None  # --tls-cert-file: both servers' TLS context
+    broker: RedisBroker | None = None  # --redis-url: the cluster's broker
+    registry: ClusterRegistry | None = None  # --redis-url: this node's presence, the status
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -215,8 +224,18 @@ def _build(
         max_connections_per_ip=settings.max_connections_per_ip,
         max_connections_per_identity=settings.max_connections_per_identity,
         tenant_topics=[name for name, topic in catalog.items() if topic.is_tenant_topic],
+        cluster=settings.cluster_name if settings.redis_url is not None else None,
+        node_id=settings.node_id or default_node_id(),
     )
     hub.on_closed = log_connection_closed
+    broker = None
+    if settings.redis_url is not None:
+        broker = RedisBroker(
+            settings.redis_url,
+            cluster=settings.cluster_name,
+            node_id=hub.node_id,
+            interval_s=interval_s,
+        )
     loop = BroadcastLoop(
         hub,
         source,
@@ -226,9 +245,21 @@ def _build(
         query_timeout_s=settings.query_timeout_ms / 1000,
         tick_offset_s=settings.tick_offset_ms / 1000,
         after_tick=gc_pacer.after_tick,
+        broker=broker,
     )
     notifications = Notifications(settings, hub, health)
-    return _Parts(settings, catalog, hub, health, loop, notifications, auth, _tls_context(settings))
+    return _Parts(
+        settings,
+        catalog,
+        hub,
+        health,
+        loop,
+        notifications,
+        auth,
+        _tls_context(settings),
+        broker,
+        None if broker is None else ClusterRegistry(broker, hub),
+    )
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -256,10 +287,14 @@ async def _run(
         if handle_signals:
             root.start_soon(_watch_signals, stop, stop_cause)
         await root.start(parts.health.serve_probes)
+        if parts.broker is not None:  # stops last: the loop's last publications go through it
+            await root.start(parts.broker.run)
         if parts.notifications.enabled:
             await root.start(parts.notifications.serve)
         async with trio.open_nursery() as servers:
             websocket, http_url = await _start_servers(servers, parts, http_stop)
+            if parts.registry is not None:
+                parts.registry.ws_url, parts.registry.http_url = websocket.url, http_url
             async with trio.open_nursery() as background:
                 await _start_background(background, parts)
                 log.info(
@@ -279,6 +314,8 @@ async def _run(
                 started = trio.current_time()
                 websocket.stop_accepting()
                 background.cancel_scope.cancel()
+            if parts.registry is not None:  # the loop has finished the ticks it claimed
+                await parts.registry.leave()
             # Steps 2 to 4: tell and close every client, forcing whoever is left.
             parts.notifications.service_stopping(stop_cause.signal, hub.tracked_count())
             await _close_clients(settings, hub, started)
@@ -313,6 +350,7 @@ async def _start_servers(
         websocket_url=websocket.url,
         admin_tokens=None if admin_file is None else AdminTokens(admin_file),
         auth_required=parts.auth is not None,
+        cluster=parts.registry,
     )
     config = _hypercorn_config(settings, hub.containment)
     config.ssl_context = parts.tls
@@ -328,6 +366,8 @@ async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
     """Start the tasks that stop first at shutdown: the broadcast loop, heartbeats, stats."""
     settings = parts.settings
     await background.start(parts.loop.run)
+    if parts.registry is not None:
+        await background.start(parts.registry.serve)
     await background.start(
         partial(
             sweep_heartbeats,

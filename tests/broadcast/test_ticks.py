@@ -15,6 +15,7 @@ import trio.testing
 
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.ticks import next_tick, tick_instant, tick_number
+from broadcaster.channels import Channel
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
 from tests.fakes import FakeSource, VirtualWallClock, make_hub, make_topics, open_connection
@@ -190,6 +191,47 @@ async def test_a_wall_clock_step_moves_the_next_tick_without_bunching(
     assert [round(at - start, 6) for at, _, _ in recorder.ticks] == expected_at
     assert [k for _, _, k in recorder.ticks] == expected_numbers
     assert loop.skipped_ticks == skipped
+
+
+async def test_each_tick_refreshes_under_its_own_number_the_cluster_lease_id(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = VirtualWallClock(UNALIGNED_START_S)
+    loop, _, _, hub = aligned_loop(wall, offset_s=1.0)
+    claimed: list[tuple[int | None, float]] = []
+    refresh = loop.refresh
+
+    async def recording(channel: Channel, tick_id: int | None = None) -> None:
+        claimed.append((tick_id, round(wall(), 6)))
+        await refresh(channel, tick_id)
+
+    monkeypatch.setattr(loop, "refresh", recording)
+    open_connection(hub)
+    with trio.move_on_after(30):
+        await loop.run()
+    # The first subscriber's refresh at once (no tick: no tick id), then ticks K0+1...
+    assert claimed == [
+        (None, UNALIGNED_START_S),
+        (K0 + 1, 1_800_000_011.0),
+        (K0 + 2, 1_800_000_021.0),
+        (K0 + 3, 1_800_000_031.0),
+    ]
+
+
+async def test_a_tick_run_by_hand_is_the_one_the_wall_clock_is_in(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wall = VirtualWallClock(UNALIGNED_START_S)
+    loop, _, _, hub = aligned_loop(wall, offset_s=1.0)
+    claimed: list[int | None] = []
+
+    async def recording(channel: Channel, tick_id: int | None = None) -> None:
+        claimed.append(tick_id)
+
+    monkeypatch.setattr(loop, "refresh", recording)
+    open_connection(hub)
+    await loop.tick()  # at ...003.25: in tick K0 (...001), the next is K0+1 (...011)
+    assert claimed == [K0]
 
 
 async def test_current_tick_is_none_before_the_first_tick(

@@ -1,0 +1,89 @@
+"""Two broadcast loops (two nodes, in one process) on a real redis-server: what a cluster
+does with a failing query, and the tick id every node computes.
+
+The hubs' connections are in memory and the source is a ``FakeSource`` (tests/fakes.py):
+the cluster's Redis steps are under test here, not sockets or InfluxDB (the end-to-end
+tests in this folder have those). Real clock (Redis is real): waits under deadlines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from broadcaster.broadcast.loop import BroadcastLoop
+from broadcaster.cluster.redis_broker import RedisBroker
+from broadcaster.sources.health import SourceHealth
+from broadcaster.ws.connection import Connection
+from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
+from tests.redis_server import RedisServer
+from tests.wsclient import eventually
+
+INTERVAL_S = 0.3
+
+
+@asynccontextmanager
+async def two_nodes(
+    redis: RedisServer, source: FakeSource
+) -> AsyncIterator[list[tuple[BroadcastLoop, Connection]]]:
+    nodes = []
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b"):
+            hub = make_hub(["cpu"], defaults=["cpu"])
+            broker = RedisBroker(redis.url, cluster="t", node_id=name, interval_s=INTERVAL_S)
+            health = SourceHealth(source, max_age_s=1, ping_timeout_s=1)
+            loop = BroadcastLoop(
+                hub,
+                source,
+                make_topics("cpu"),
+                health,
+                interval_s=INTERVAL_S,
+                query_timeout_s=1,
+                broker=broker,
+            )
+            await nursery.start(broker.run)
+            await eventually(lambda b=broker: b.mode == "cluster")  # type: ignore[misc]
+            nodes.append((loop, open_connection(hub)))
+        for loop, _ in nodes:
+            nursery.start_soon(loop.run)
+        yield nodes
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_query_sends_every_node_the_error_then_the_stale_value(
+    redis_server: RedisServer,
+) -> None:
+    source = FakeSource()
+    received: list[list[dict[str, Any]]] = [[], []]
+
+    def drain(nodes: list[tuple[BroadcastLoop, Connection]]) -> None:
+        for mine, (_, client) in zip(received, nodes, strict=True):
+            mine.extend(sent_messages(client))
+
+    def has(kind: str, stale: bool | None = None) -> bool:
+        return all(
+            any(m["type"] == kind and (stale is None or m.get("stale") is stale) for m in mine)
+            for mine in received
+        )
+
+    async with two_nodes(redis_server, source) as nodes:
+        await eventually(lambda: drain(nodes) or has("metrics_update", stale=False))
+        source.down = True
+        await eventually(lambda: drain(nodes) or has("metrics_update", stale=True), timeout_s=5)
+    a, b = ([m for m in mine if m["type"] in ("metrics_update", "error")] for mine in received)
+    error_at = next(i for i, m in enumerate(a) if m["type"] == "error")
+    assert a[error_at]["code"] == "influxdb_unavailable"
+    stale = a[error_at + 1]
+    assert stale["stale"] is True
+    assert stale["data"] == a[error_at - 1]["data"]  # the last good value, under a new seq
+    assert stale["seq"] == a[error_at - 1]["seq"] + 1
+    # The other node got the same error and the same stale frame, from the node that queried.
+    assert stale in b
+    assert a[error_at] in b
+    # One query per seq for both nodes together.
+    seqs = {m["seq"] for m in a + b if m["type"] == "metrics_update"}
+    assert len(source.calls) >= max(seqs)
+    assert len(source.calls) <= max(seqs) + 1  # + a claim whose result is still on its way
