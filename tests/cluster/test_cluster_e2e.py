@@ -116,15 +116,19 @@ async def test_three_nodes_one_query_per_topic_per_tick_and_one_numbering(
         assert {r.welcome["nodeId"] for r in recorders} == {"n1", "n2", "n3"}
         assert {r.welcome["cluster"] for r in recorders} == {"broadcaster"}
         seq_a, queries_a = await quiet_snapshot(cluster, redis_client, recorders)
+        started = trio.current_time()
         await eventually(
             lambda: all(r.last_seq(t) >= seq_a[t] + 4 for r in recorders for t in TOPICS),
             timeout_s=30,
         )
         seq_b, queries_b = await quiet_snapshot(cluster, redis_client, recorders)
+        elapsed_s = trio.current_time() - started
         nursery.cancel_scope.cancel()
 
     ticks = {topic: seq_b[topic] - seq_a[topic] for topic in TOPICS}
     assert min(ticks.values()) >= 4
+    # One seq per tick (not one per node and tick): no more seqs than ticks in that time.
+    assert max(ticks.values()) <= elapsed_s / INTERVAL_S + 1
     # Exactly one query per topic per tick for the whole cluster, not one per node.
     assert queries_b - queries_a == sum(ticks.values())
     assert_one_numbering(recorders, seq_a)
