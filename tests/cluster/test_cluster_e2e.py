@@ -168,7 +168,8 @@ async def test_a_new_subscriber_gets_the_latest_value_at_once_on_a_node_that_nev
         before = await trio.to_thread.run_sync(cluster.query_requests)
         second = Recorder("n2")
         await nursery.start(partial(record_client, n2.ws_url, second, subscribe=("cpu",)))
-        await eventually(lambda: bool(second.updates["cpu"]), timeout_s=2)
+        # At once: well within the 60 s interval, generous for a loaded machine.
+        await eventually(lambda: bool(second.updates["cpu"]), timeout_s=5)
         assert second.updates["cpu"] == first.updates["cpu"]  # the same (epoch, seq)
         assert await trio.to_thread.run_sync(cluster.query_requests) == before  # no query
         nursery.cancel_scope.cancel()
@@ -204,7 +205,7 @@ async def test_kill_9_of_the_node_that_queried_last_costs_the_others_no_tick(
         assert shipped.seqs_after_move[0] >= killed_at["cpu"]
         moved = Recorder("moved")
         await nursery.start(record_client, home.ws_url, moved)
-        with trio.fail_after(2):
+        with trio.fail_after(5):
             await eventually(lambda: all(moved.updates[t] for t in TOPICS))
         nursery.cancel_scope.cancel()
     assert_one_numbering(survivors, {t: 1 for t in TOPICS})
