@@ -32,6 +32,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -44,8 +45,6 @@ from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import Topic, build_catalog
 from broadcaster.cluster.local import default_node_id
-from broadcaster.cluster.redis_broker import RedisBroker
-from broadcaster.cluster.registry import ClusterRegistry
 from broadcaster.config import Settings
 from broadcaster.containment import Containment
 from broadcaster.hub import Hub
@@ -66,6 +65,10 @@ from broadcaster.ws.heartbeat import sweep_heartbeats
 from broadcaster.ws.policy import AuthPolicy, ConnectionPolicy, InputLimits, OutputLimits
 from broadcaster.ws.server import HANDSHAKE_TIMEOUT_S, WebSocketEndpoint, serve_websockets
 from broadcaster.ws.tls import server_context
+
+if TYPE_CHECKING:  # imported when --redis-url is set: coredis takes a while to import
+    from broadcaster.cluster.redis_broker import RedisBroker
+    from broadcaster.cluster.registry import ClusterRegistry
 
 log = structlog.get_logger("broadcaster.service")
 
@@ -230,6 +233,8 @@ def _build(
     hub.on_closed = log_connection_closed
     broker = None
     if settings.redis_url is not None:
+        from broadcaster.cluster.redis_broker import RedisBroker
+
         broker = RedisBroker(
             settings.redis_url,
             cluster=settings.cluster_name,
@@ -258,8 +263,14 @@ def _build(
         auth,
         _tls_context(settings),
         broker,
-        None if broker is None else ClusterRegistry(broker, hub),
+        None if broker is None else _registry(broker, hub),
     )
+
+
+def _registry(broker: RedisBroker, hub: Hub) -> ClusterRegistry:
+    from broadcaster.cluster.registry import ClusterRegistry
+
+    return ClusterRegistry(broker, hub)
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:

@@ -47,7 +47,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import structlog
 import trio
@@ -64,6 +63,7 @@ from broadcaster.broadcast.outcomes import (
     log_fields,
     stale_copy,
 )
+from broadcaster.broadcast.state import ChannelState, TopicState
 from broadcaster.broadcast.ticks import next_tick, tick_instant, tick_number
 from broadcaster.broadcast.topics import Topic
 from broadcaster.channels import Channel
@@ -81,32 +81,6 @@ log = structlog.get_logger("broadcaster.broadcast.loop")
 BROKER_TIMEOUT_S = 1.0
 """The longest one broker call (claim, publish, last value) may take before the loop serves
 its own subscribers alone: well under a tick, so a hung Redis costs no tick."""
-
-
-@dataclass
-class TopicState:
-    """What the loop counts of one topic, over all its channels.
-
-    ``seq``: the highest ``seq`` any channel of the topic has delivered.
-    """
-
-    seq: int = 0
-    queries: int = 0
-    failures: int = 0
-
-
-@dataclass
-class ChannelState:
-    """What the loop remembers of one channel: its numbering and its latest value."""
-
-    seq: int = 0
-    epoch: str | None = None
-    # The last metrics_update delivered (this node's or another's): a stale resend's source.
-    last_update: str | None = None
-    # When the newest point of the last good value was taken, if its data says (``asOf``).
-    as_of_unix_s: float | None = None
-    # The last frame delivered and when (trio.current_time()): what a new subscriber gets.
-    latest: tuple[Frame, float] | None = None
 
 
 class BroadcastLoop:

@@ -116,15 +116,19 @@ async def test_three_nodes_one_query_per_topic_per_tick_and_one_numbering(
         assert {r.welcome["nodeId"] for r in recorders} == {"n1", "n2", "n3"}
         assert {r.welcome["cluster"] for r in recorders} == {"broadcaster"}
         seq_a, queries_a = await quiet_snapshot(cluster, redis_client, recorders)
+        started = trio.current_time()
         await eventually(
             lambda: all(r.last_seq(t) >= seq_a[t] + 4 for r in recorders for t in TOPICS),
             timeout_s=30,
         )
         seq_b, queries_b = await quiet_snapshot(cluster, redis_client, recorders)
+        elapsed_s = trio.current_time() - started
         nursery.cancel_scope.cancel()
 
     ticks = {topic: seq_b[topic] - seq_a[topic] for topic in TOPICS}
     assert min(ticks.values()) >= 4
+    # One seq per tick (not one per node and tick): no more seqs than ticks in that time.
+    assert max(ticks.values()) <= elapsed_s / INTERVAL_S + 1
     # Exactly one query per topic per tick for the whole cluster, not one per node.
     assert queries_b - queries_a == sum(ticks.values())
     assert_one_numbering(recorders, seq_a)
@@ -164,7 +168,8 @@ async def test_a_new_subscriber_gets_the_latest_value_at_once_on_a_node_that_nev
         before = await trio.to_thread.run_sync(cluster.query_requests)
         second = Recorder("n2")
         await nursery.start(partial(record_client, n2.ws_url, second, subscribe=("cpu",)))
-        await eventually(lambda: bool(second.updates["cpu"]), timeout_s=2)
+        # At once: well within the 60 s interval, generous for a loaded machine.
+        await eventually(lambda: bool(second.updates["cpu"]), timeout_s=5)
         assert second.updates["cpu"] == first.updates["cpu"]  # the same (epoch, seq)
         assert await trio.to_thread.run_sync(cluster.query_requests) == before  # no query
         nursery.cancel_scope.cancel()
@@ -200,7 +205,7 @@ async def test_kill_9_of_the_node_that_queried_last_costs_the_others_no_tick(
         assert shipped.seqs_after_move[0] >= killed_at["cpu"]
         moved = Recorder("moved")
         await nursery.start(record_client, home.ws_url, moved)
-        with trio.fail_after(2):
+        with trio.fail_after(5):
             await eventually(lambda: all(moved.updates[t] for t in TOPICS))
         nursery.cancel_scope.cancel()
     assert_one_numbering(survivors, {t: 1 for t in TOPICS})
