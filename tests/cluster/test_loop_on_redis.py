@@ -15,6 +15,7 @@ from typing import Any
 import trio
 
 from broadcaster.broadcast.loop import BroadcastLoop
+from broadcaster.channels import Channel
 from broadcaster.cluster.redis_broker import RedisBroker
 from broadcaster.cluster.ticks import tick_id_at
 from broadcaster.sources.health import SourceHealth
@@ -24,12 +25,15 @@ from tests.redis_server import RedisServer
 from tests.wsclient import eventually
 
 INTERVAL_S = 0.3
+CPU = Channel("cpu", None)
 
 
 @asynccontextmanager
 async def two_nodes(
-    redis: RedisServer, source: FakeSource
+    redis: RedisServer, source: FakeSource, *, ticking: bool = True
 ) -> AsyncIterator[list[tuple[BroadcastLoop, Connection]]]:
+    """Two nodes (a loop, its broker, one client) on ``redis``; ``ticking``: their loops run
+    (else the test drives ``refresh`` itself)."""
     nodes = []
     async with trio.open_nursery() as nursery:
         for name in ("a", "b"):
@@ -49,7 +53,8 @@ async def two_nodes(
             await eventually(lambda b=broker: b.mode == "cluster")  # type: ignore[misc]
             nodes.append((loop, open_connection(hub)))
         for loop, _ in nodes:
-            nursery.start_soon(loop.run)
+            if ticking:
+                nursery.start_soon(loop.run)
         yield nodes
         nursery.cancel_scope.cancel()
 
@@ -88,6 +93,26 @@ async def test_a_failed_query_sends_every_node_the_error_then_the_stale_value(
     seqs = {m["seq"] for m in a + b if m["type"] == "metrics_update"}
     assert len(source.calls) >= max(seqs)
     assert len(source.calls) <= max(seqs) + 1  # + a claim whose result is still on its way
+
+
+async def test_a_node_stopping_during_a_query_it_claimed_still_publishes_it(
+    redis_server: RedisServer,
+) -> None:
+    source = FakeSource(delay_s=0.3)
+    async with two_nodes(redis_server, source, ticking=False) as nodes:
+        (leaving, _), (staying, client) = nodes
+        with trio.move_on_after(0.05) as stopping:  # the node stops while its query runs
+            await leaving.refresh(CPU, tick_id=1)
+        assert stopping.cancel_called
+        await staying.refresh(CPU, tick_id=1)  # the tick is taken: no second query
+        got: list[dict[str, Any]] = []
+        await eventually(lambda: bool(got.extend(sent_messages(client)) or _updates(got)))
+    assert [m["seq"] for m in _updates(got)] == [1]
+    assert len(source.calls) == 1
+
+
+def _updates(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "metrics_update"]
 
 
 def test_the_tick_id_is_the_nearest_tick_of_the_wall_clock() -> None:
