@@ -322,6 +322,8 @@ class BroadcastLoop:
             read = internal_failure(channel, exc)
         self._hub.timings.observe_query(name, trio.current_time() - started)
         outcome = self._encode(channel, claim, read) if isinstance(read, Value) else read
+        if isinstance(outcome, Failure):
+            await self._learn_last_value(channel)
         try:
             self._record(channel, outcome)
             publication = self._publication(channel, claim, outcome)
@@ -335,6 +337,21 @@ class BroadcastLoop:
         except (BrokerUnavailable, trio.TooSlowError):
             # The broker went away after the claim: this node's subscribers still get it.
             self._deliver(publication)
+
+    async def _learn_last_value(self, channel: Channel) -> None:
+        """Before resending a stale value: a node that joined the cluster after the last good
+        value was published takes it from the broker (nothing to learn standalone)."""
+        state = self._channel_state(channel)
+        if state.last_update is not None or not self._clustered:
+            return
+        try:
+            with trio.fail_after(BROKER_TIMEOUT_S):
+                last = await self._broker.last_value(channel)
+        except (BrokerUnavailable, trio.TooSlowError):
+            return
+        if last is not None:
+            state.last_update = last.publication.update
+            state.as_of_unix_s = last.publication.as_of_unix_s
 
     async def _read(self, channel: Channel) -> Value | Failure:
         """Query and shape one channel's value, or say why not, within the query timeout."""
