@@ -56,8 +56,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"broadcaster {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     serve = commands.add_parser("serve", help="run the service")
-    for field in Settings.model_fields:
-        serve.add_argument(flag_name(field), dest=field, default=None, help=_settings_help(field))
+    for field, info in Settings.model_fields.items():
+        if info.annotation is bool:  # a switch: present means on (the environment: true/false)
+            serve.add_argument(
+                flag_name(field),
+                dest=field,
+                action="store_const",
+                const=True,
+                default=None,
+                help=_settings_help(field),
+            )
+        else:
+            serve.add_argument(
+                flag_name(field), dest=field, default=None, help=_settings_help(field)
+            )
     add_watch_command(commands)
     add_token_command(commands)
     return parser

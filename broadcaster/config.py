@@ -54,6 +54,11 @@ class Settings(BaseModel):
     influx_password: str | None = Field(None, description="InfluxDB 1.x password")
     query_timeout_ms: PositiveMs = Field(5000, description="deadline of one topic query")
     broadcast_interval_ms: PositiveMs = Field(10000, description="time between two ticks")
+    tick_offset_ms: Annotated[int, Field(ge=0, le=86_400_000)] = Field(
+        1000,
+        description="tick k happens at k * --broadcast-interval-ms + this, in ms since the Unix "
+        "epoch (the data's rhythm; the same tick numbers on every node)",
+    )
     heartbeat_interval_ms: PositiveMs = Field(15000, description="time between two pings")
     connection_timeout_ms: PositiveMs = Field(
         45000, description="silence after which a connection is closed"
@@ -70,6 +75,11 @@ class Settings(BaseModel):
     )
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         10000, description="connections over this are refused with 1013"
+    )
+    reuse_port: bool = Field(
+        False,
+        description="both listeners set SO_REUSEPORT: processes started with it share the "
+        "ports, the kernel spreads new connections between them",
     )
     # At least 2: shutdown queues server_shutdown and then the close frame.
     outbox_messages: Annotated[int, Field(ge=2, le=100_000)] = Field(
@@ -147,6 +157,26 @@ class Settings(BaseModel):
         None, description="PEM certificate chain: both servers speak TLS (wss://, https://)"
     )
     tls_key_file: Path | None = Field(None, description="PEM private key of --tls-cert-file")
+    # --- cluster (docs/operations.md, "Running a cluster") ------------------------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis that makes processes one cluster (redis://, rediss:// for TLS, user "
+        "and password in the URL); unset: standalone",
+    )
+    cluster_name: str = Field(
+        "broadcaster",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="processes sharing a Redis and this name form one cluster; prefixes every "
+        "Redis key and channel",
+    )
+    node_id: str | None = Field(
+        None,
+        max_length=128,
+        description="this process's name in the cluster (default: hostname, pid and a random "
+        "suffix)",
+    )
     # --- notifications (docs/operations.md, "Monitoring and alerts") -------------------------
     notify_urls: tuple[str, ...] = Field(
         (),
@@ -213,6 +243,8 @@ class Settings(BaseModel):
         "admin_token_file",
         "tls_cert_file",
         "tls_key_file",
+        "redis_url",
+        "node_id",
         mode="before",
     )
     @classmethod
@@ -221,6 +253,18 @@ class Settings(BaseModel):
         # overrides the environment; as a path it would be "." and fail as a directory.
         if isinstance(value, str) and not value.strip():
             return None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            # Only the scheme is shown: the rest may hold a password.
+            raise _FieldProblem(
+                "redis_url",
+                value.split("://", 1)[0] + "://...",
+                "must start with redis://, rediss:// or unix://",
+            )
         return value
 
     @model_validator(mode="after")

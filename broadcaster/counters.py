@@ -78,6 +78,12 @@ class Counters:
         json="ticksSkipped",
     )
 
+    cluster_fallback_queries: int = _counter(
+        "queries made for this node's own subscribers while Redis was unreachable (each may "
+        "duplicate another node's)",
+        json="clusterFallbackQueries",
+    )
+
     def as_dict(self) -> dict[str, int]:
         """The counters by field name (the stats line and the shutdown log use these)."""
         return {spec.name: getattr(self, spec.name) for spec in COUNTERS}

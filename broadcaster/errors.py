@@ -5,6 +5,8 @@ The hierarchy::
     BroadcasterError
     ├── ConfigError            a setting has a bad value (CLI exits 2)
     │   └── TopicsFileError    the topics file cannot be read or is invalid
+    ├── BrokerUnavailable      Redis (the cluster's broker) cannot be reached in time
+    │                          (broadcaster.cluster.broker; the loop falls back to local)
     └── SourceError            the metrics database did not give a usable answer
         ├── SourceUnavailable  down, unreachable, timed out or answered with an HTTP error
         └── SourceResponseError  answered, but with something that is not a valid result

@@ -99,8 +99,14 @@ class Hub:
         tenant_topics: Collection[str] = (),
         max_connections_per_ip: int = 0,
         max_connections_per_identity: int = 0,
+        cluster: str | None = None,
+        node_id: str = "standalone",
     ) -> None:
         self.topics = list(topics)
+        # What ``welcome`` says of where the connection is served (``--cluster-name`` with
+        # ``--redis-url``, else None; ``--node-id``).
+        self.cluster = cluster
+        self.node_id = node_id
         self.default_topics = tuple(default_topics)
         self.tenant_topics = frozenset(tenant_topics)
         self._known_topics = frozenset(self.topics)
@@ -241,6 +247,8 @@ class Hub:
                     self.allowed_topics(connection, self.topics),
                     defaults,
                     self.broadcast_interval_ms,
+                    cluster=self.cluster,
+                    node_id=self.node_id,
                     identity=None
                     if identity is None
                     else protocol.WelcomeIdentity(
@@ -402,6 +410,10 @@ class Hub:
 
     # --- fan-out -------------------------------------------------------------------------------
 
+    def has_subscribers(self, channel: Channel) -> bool:
+        """Whether someone here listens to ``channel``."""
+        return bool(self._subscribers.get(channel))
+
     def channels_with_subscribers(self) -> list[Channel]:
         """Channels that someone listens to; only these are queried."""
         return [channel for channel, subscribers in self._subscribers.items() if subscribers]
@@ -430,11 +442,15 @@ class Hub:
 
         Like :meth:`Connection.send_error`, but the frame is encoded once for all of them.
         """
+        frame = Frame(protocol.error(code, message, **extra))
+        self.offer_error(channel, frame, f"{code.value}: {message}")
+
+    def offer_error(self, channel: Channel, frame: Frame, description: str) -> None:
+        """Offer an encoded ``error`` frame (``description``: its ``code: message``) to a
+        channel's subscribers, counting it against each."""
         subscribers = self._subscribers.get(channel)
         if not subscribers:
             return
-        frame = Frame(protocol.error(code, message, **extra))
-        description = f"{code.value}: {message}"
         for connection in subscribers:
             if connection.offer(frame):
                 connection.note_error(description)

@@ -122,12 +122,15 @@ def welcome(
     subscribed: list[str],
     broadcast_interval_ms: int,
     *,
+    cluster: str | None = None,
+    node_id: str = "",
     identity: WelcomeIdentity | None = None,
 ) -> str:
     """First message on every connection (with ``--auth-mode jwt``, after a valid token).
 
-    ``topics`` are the topics this connection may subscribe to; ``identity`` adds the
-    token's ``identity`` and ``authExpiresAt``.
+    ``topics`` are the topics this connection may subscribe to; ``cluster`` is the cluster's
+    name (None: standalone) and ``node_id`` the process serving this connection;
+    ``identity`` adds the token's ``identity`` and ``authExpiresAt``.
     """
     message: dict[str, Any] = {
         "type": "welcome",
@@ -136,6 +139,8 @@ def welcome(
         "topics": topics,
         "subscribed": subscribed,
         "broadcastIntervalMs": broadcast_interval_ms,
+        "cluster": cluster,
+        "nodeId": node_id,
     }
     if identity is not None:
         message["identity"] = {"sub": identity.sub, "tenant": identity.tenant}
@@ -159,13 +164,17 @@ def auth_refreshed(expires_at_unix_s: float) -> str:
     )
 
 
-def metrics_update(topic: str, seq: int, timestamp: str, data: Any, *, stale: bool) -> str:
-    """One topic's value at one tick. ``timestamp`` is when the value was read."""
+def metrics_update(
+    topic: str, seq: int, timestamp: str, data: Any, *, stale: bool, epoch: str
+) -> str:
+    """One topic's value at one tick. ``timestamp`` is when the value was read; ``epoch``
+    names the numbering ``seq`` belongs to (it changes only when ``seq`` restarts)."""
     return _encode(
         {
             "type": "metrics_update",
             "topic": topic,
             "seq": seq,
+            "epoch": epoch,
             "timestamp": timestamp,
             "stale": stale,
             "data": data,

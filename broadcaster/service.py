@@ -2,15 +2,19 @@
 
 The nursery tree (the shape of hypercorn's ``worker_serve``)::
 
-    root         the health prober (it answers /health until the HTTP server stops)
+    root         the health prober (it answers /health until the HTTP server stops),
+                 the Redis broker (``--redis-url``: it outlives the loop's last publication)
                  and, when run from the CLI, the signal watcher
     +- servers   the WebSocket server, the HTTP server (hypercorn); the grace deadline is
        |         set on this nursery's cancel scope
-       +- background   the broadcast loop, the heartbeat sweeper, the stats logger
+       +- background   the broadcast loop, the heartbeat sweeper, the stats logger, the
+                       cluster presence (``--redis-url``)
 
 Shutdown (first SIGTERM/SIGINT, or ``stop`` set):
 
-1. stop accepting WebSocket connections, stop the broadcast loop, heartbeats and stats;
+1. stop accepting WebSocket connections, stop the broadcast loop (it finishes the ticks it
+   claimed, so a node leaving a cluster costs the others no tick), heartbeats and stats;
+   in a cluster, leave the node list;
 2. send ``server_shutdown`` to every client, then close it with 1001;
 3. wait up to the shutdown timeout for clients to finish their close handshake;
 4. close whoever is left, stop the HTTP server, return (the CLI exits 0).
@@ -28,6 +32,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -39,18 +44,20 @@ from broadcaster.auth.startup import build_verifier
 from broadcaster.broadcast.loop import BroadcastLoop
 from broadcaster.broadcast.pop_topics import BUILTIN_TOPICS
 from broadcaster.broadcast.topics import Topic, build_catalog
+from broadcaster.cluster.local import default_node_id
 from broadcaster.config import Settings
 from broadcaster.containment import Containment
 from broadcaster.hub import Hub
 from broadcaster.ops.fd_limit import FdLimit, raise_fd_limit
 from broadcaster.ops.gc_pacing import GcPacer
 from broadcaster.ops.http import create_app
-from broadcaster.ops.http_server import ContainedConfig, serve_http
+from broadcaster.ops.http_server import ContainedConfig, serve_http, serve_on_sockets
 from broadcaster.ops.metrics import build_registry
 from broadcaster.ops.notify import Notifications
 from broadcaster.ops.stats import log_stats
 from broadcaster.ops.views import log_connection_closed
 from broadcaster.protocol import CloseCode
+from broadcaster.reuse_port import bind_reuse_port
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.sources.influxql import InfluxQLSource
@@ -58,6 +65,10 @@ from broadcaster.ws.heartbeat import sweep_heartbeats
 from broadcaster.ws.policy import AuthPolicy, ConnectionPolicy, InputLimits, OutputLimits
 from broadcaster.ws.server import HANDSHAKE_TIMEOUT_S, WebSocketEndpoint, serve_websockets
 from broadcaster.ws.tls import server_context
+
+if TYPE_CHECKING:  # imported when --redis-url is set: coredis takes a while to import
+    from broadcaster.cluster.redis_broker import RedisBroker
+    from broadcaster.cluster.registry import ClusterRegistry
 
 log = structlog.get_logger("broadcaster.service")
 
@@ -88,6 +99,8 @@ class _Parts:
     notifications: Notifications
     auth: AuthPolicy | None = None  # --auth-mode jwt: the token verifier and its timeout
     tls: ssl.SSLContext | None = None  # --tls-cert-file: both servers' TLS context
+    broker: RedisBroker | None = None  # --redis-url: the cluster's broker
+    registry: ClusterRegistry | None = None  # --redis-url: this node's presence, the status
 
 
 def input_limits(settings: Settings) -> InputLimits:
@@ -214,8 +227,20 @@ def _build(
         max_connections_per_ip=settings.max_connections_per_ip,
         max_connections_per_identity=settings.max_connections_per_identity,
         tenant_topics=[name for name, topic in catalog.items() if topic.is_tenant_topic],
+        cluster=settings.cluster_name if settings.redis_url is not None else None,
+        node_id=settings.node_id or default_node_id(),
     )
     hub.on_closed = log_connection_closed
+    broker = None
+    if settings.redis_url is not None:
+        from broadcaster.cluster.redis_broker import RedisBroker
+
+        broker = RedisBroker(
+            settings.redis_url,
+            cluster=settings.cluster_name,
+            node_id=hub.node_id,
+            interval_s=interval_s,
+        )
     loop = BroadcastLoop(
         hub,
         source,
@@ -223,10 +248,29 @@ def _build(
         health,
         interval_s=interval_s,
         query_timeout_s=settings.query_timeout_ms / 1000,
+        tick_offset_s=settings.tick_offset_ms / 1000,
         after_tick=gc_pacer.after_tick,
+        broker=broker,
     )
     notifications = Notifications(settings, hub, health)
-    return _Parts(settings, catalog, hub, health, loop, notifications, auth, _tls_context(settings))
+    return _Parts(
+        settings,
+        catalog,
+        hub,
+        health,
+        loop,
+        notifications,
+        auth,
+        _tls_context(settings),
+        broker,
+        None if broker is None else _registry(broker, hub),
+    )
+
+
+def _registry(broker: RedisBroker, hub: Hub) -> ClusterRegistry:
+    from broadcaster.cluster.registry import ClusterRegistry
+
+    return ClusterRegistry(broker, hub)
 
 
 def _tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -254,10 +298,14 @@ async def _run(
         if handle_signals:
             root.start_soon(_watch_signals, stop, stop_cause)
         await root.start(parts.health.serve_probes)
+        if parts.broker is not None:  # stops last: the loop's last publications go through it
+            await root.start(parts.broker.run)
         if parts.notifications.enabled:
             await root.start(parts.notifications.serve)
         async with trio.open_nursery() as servers:
             websocket, http_url = await _start_servers(servers, parts, http_stop)
+            if parts.registry is not None:
+                parts.registry.ws_url, parts.registry.http_url = websocket.url, http_url
             async with trio.open_nursery() as background:
                 await _start_background(background, parts)
                 log.info(
@@ -277,6 +325,8 @@ async def _run(
                 started = trio.current_time()
                 websocket.stop_accepting()
                 background.cancel_scope.cancel()
+            if parts.registry is not None:  # the loop has finished the ticks it claimed
+                await parts.registry.leave()
             # Steps 2 to 4: tell and close every client, forcing whoever is left.
             parts.notifications.service_stopping(stop_cause.signal, hub.tracked_count())
             await _close_clients(settings, hub, started)
@@ -296,7 +346,7 @@ async def _start_servers(
     """Start the WebSocket then the HTTP server, which links to it; return their addresses."""
     settings, hub = parts.settings, parts.hub
     websocket: WebSocketEndpoint = await servers.start(
-        partial(serve_websockets, ssl_context=parts.tls),
+        partial(serve_websockets, ssl_context=parts.tls, reuse_port=settings.reuse_port),
         hub,
         connection_policy(settings, hub, parts.auth),
         settings.ws_host,
@@ -311,9 +361,12 @@ async def _start_servers(
         websocket_url=websocket.url,
         admin_tokens=None if admin_file is None else AdminTokens(admin_file),
         auth_required=parts.auth is not None,
+        cluster=parts.registry,
     )
     config = _hypercorn_config(settings, hub.containment)
     config.ssl_context = parts.tls
+    if settings.reuse_port:
+        serve_on_sockets(config, await bind_reuse_port(settings.http_host, settings.http_port))
     binds: list[str] = await servers.start(
         partial(serve_http, app, config, shutdown_trigger=http_stop.wait)
     )
@@ -324,6 +377,8 @@ async def _start_background(background: trio.Nursery, parts: _Parts) -> None:
     """Start the tasks that stop first at shutdown: the broadcast loop, heartbeats, stats."""
     settings = parts.settings
     await background.start(parts.loop.run)
+    if parts.registry is not None:
+        await background.start(parts.registry.serve)
     await background.start(
         partial(
             sweep_heartbeats,

@@ -80,7 +80,7 @@ def pad_bytes(topic: str, payload_bytes: int) -> int:
     row = (time.time_ns() // 1000, "")
     data = series_data([StatementResult((Series(topic, COLUMNS, (row,)),))])
     timestamp = protocol.iso_from_unix_ms(time.time() * 1000) or ""
-    probe = protocol.metrics_update(topic, 1_000_000, timestamp, data, stale=False)
+    probe = protocol.metrics_update(topic, 1_000_000, timestamp, data, stale=False, epoch="bench")
     return max(0, payload_bytes - len(probe.encode()))
 
 

@@ -85,6 +85,8 @@ def _values(name: str, field: FieldInfo) -> str:
             parts.append(f"{kind} {low} and ≤ {high}")
         else:
             parts.append(f"{kind} {low}\N{EN DASH}{high}")
+    elif annotation is bool:
+        parts.append("a flag without a value; in the environment `true` or `false`")
     elif annotation is AnyHttpUrl:
         parts.append("http(s) URL")
     elif annotation is Path:
@@ -104,6 +106,8 @@ def _default(value: Any) -> str:
         return "*(unset)*"
     if isinstance(value, tuple):
         return f"`{','.join(value)}`" if value else "*(none)*"
+    if isinstance(value, bool):
+        return "on" if value else "off"
     return f"`{value}`"
 
 

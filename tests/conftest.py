@@ -69,6 +69,7 @@ from broadcaster.service import RunningService, serve
 from broadcaster.sources.base import MetricsSource
 from tests.fakes import FakeSource
 from tests.influxd import Influxd, running_influxd
+from tests.redis_server import RedisServer, running_redis
 from tests.services import StartService, StartServiceOnInfluxd, make_settings
 
 # Property tests see the same examples on every run, so a CI failure reproduces anywhere
@@ -130,3 +131,10 @@ async def start_service_on_influxd(
         return started
 
     return start
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port, in its own temp dir, for one test."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server

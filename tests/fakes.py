@@ -56,6 +56,28 @@ class FakeSource:
         return sum(1 for _, query in self.calls if query == statements)
 
 
+class VirtualWallClock:
+    """A wall clock (Unix seconds) that runs with Trio's clock, so that aligned ticks land
+    where virtual time says; it can be stepped like a real one (NTP).
+
+    It reads ``unix_s`` when first read (in Trio), by default a multiple of every usual
+    interval, so that a loop with offset 0 started then ticks at ``start + k * interval``.
+    """
+
+    def __init__(self, unix_s: float = 1_800_000_000.0) -> None:
+        self._unix_s = unix_s
+        self._trio_at_first_read: float | None = None
+
+    def __call__(self) -> float:
+        if self._trio_at_first_read is None:
+            self._trio_at_first_read = trio.current_time()
+        return self._unix_s + trio.current_time() - self._trio_at_first_read
+
+    def step(self, seconds: float) -> None:
+        """Jump ahead (or back, negative) by ``seconds``, as a clock set by NTP does."""
+        self._unix_s += seconds
+
+
 def value_of(results: Sequence[StatementResult]) -> Any:
     return {"n": results[0].series[0].values[0][0]}
 

@@ -115,7 +115,7 @@ def test_what_the_protocol_module_builds_matches_the_document() -> None:
         protocol.welcome("ws_1_1795308854343", ["a"], [], 10_000),
         protocol.welcome("ws_1_1795308854343", ["a"], ["a"], 10_000, identity=identity),
         protocol.auth_refreshed(1.8e9 + 0.5),
-        protocol.metrics_update("a", 1, protocol.iso_now(), {"v": 1}, stale=True),
+        protocol.metrics_update("a", 1, protocol.iso_now(), {"v": 1}, stale=True, epoch="e1"),
         protocol.subscription_confirmed([]),
         protocol.server_shutdown("server shutting down", 0),
         protocol.error(ErrorCode.INVALID_TOPIC, unknown_message, **unknown_extra),

@@ -69,6 +69,8 @@ def test_strings_from_flags_are_converted_to_their_types() -> None:
         ("influx_db", "", "String should have at least 1 character"),
         ("query_timeout_ms", "0", "Input should be greater than 0"),
         ("broadcast_interval_ms", "86400001", "Input should be less than or equal to 86400000"),
+        ("tick_offset_ms", "-1", "Input should be greater than or equal to 0"),
+        ("tick_offset_ms", "86400001", "Input should be less than or equal to 86400000"),
         ("heartbeat_interval_ms", "-5", "Input should be greater than 0"),
         ("stats_interval_ms", "0", "Input should be greater than 0"),
         ("shutdown_timeout_ms", "0", "Input should be greater than 0"),
@@ -113,6 +115,7 @@ def test_a_bad_value_is_named_by_its_flag_with_the_value_given(
         ("ws_port", 0, 65535),
         ("query_timeout_ms", 1, 86_400_000),
         ("reconnect_after_ms", 0, 3_600_000),
+        ("tick_offset_ms", 0, 86_400_000),
         ("max_message_bytes", 128, 64 * 1024 * 1024),
         ("max_connections", 1, 1_000_000),
         ("outbox_messages", 2, 100_000),
@@ -238,6 +241,19 @@ def test_a_bad_environment_value_is_named_by_its_flag() -> None:
     assert raised.value.setting == "--max-connections"
     assert raised.value.value == "lots"
     assert "BROADCASTER_MAX_CONNECTIONS" not in str(raised.value)
+
+
+def test_reuse_port_is_a_flag_without_a_value_or_a_boolean_in_the_environment() -> None:
+    assert from_cli([], {}).reuse_port is False
+    assert from_cli(["--reuse-port"], {}).reuse_port is True
+    assert from_cli(["--reuse-port"], {"BROADCASTER_REUSE_PORT": "false"}).reuse_port is True
+    assert from_cli([], {"BROADCASTER_REUSE_PORT": "true"}).reuse_port is True
+    assert from_cli([], {"BROADCASTER_REUSE_PORT": "0"}).reuse_port is False
+    with pytest.raises(ConfigError) as raised:
+        from_cli([], {"BROADCASTER_REUSE_PORT": "maybe"})
+    assert (raised.value.setting, raised.value.value) == ("--reuse-port", "maybe")
+    with pytest.raises(SystemExit):  # a value after it is not its value
+        from_cli(["--reuse-port", "yes"], {})
 
 
 def test_a_good_flag_hides_a_bad_environment_value() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import NoReturn
 
@@ -22,7 +22,7 @@ import trio
 from broadcaster.client.auth import TokenProvider, TokenSource
 from broadcaster.client.backoff import HeartbeatPolicy, ReconnectPolicy
 from broadcaster.client.link import Connector, parse_url, tcp_connector
-from broadcaster.client.loop import ConnectionLoop, LoopOptions
+from broadcaster.client.loop import ConnectionLoop, Endpoint, LoopOptions
 from broadcaster.client.mailbox import LatestPerTopic
 from broadcaster.client.messages import JSON, MetricsUpdate, topic_requests
 from broadcaster.client.status import (
@@ -168,7 +168,7 @@ class BroadcasterClient:
 
 @asynccontextmanager
 async def open_client(
-    url: str,
+    url: str | Sequence[str],
     topics: Iterable[str] | None = None,
     *,
     reconnect: ReconnectPolicy = DEFAULT_RECONNECT,
@@ -192,7 +192,9 @@ async def open_client(
     connection is closed with 1000 (waiting at most ``close_timeout_s``).
 
     Args:
-        url: the service's WebSocket URL, ``ws://host:port/ws`` (or ``wss://``).
+        url: the service's WebSocket URL, ``ws://host:port/ws`` (or ``wss://``); or several
+            (the nodes of a cluster, without a load balancer): each connection attempt goes
+            to the next one in turn, so a client whose node dies moves to another.
         topics: the topics to subscribe to after every ``welcome``; the server's default
             topics that are not among them are unsubscribed. None (the default): follow the
             connection's default subscriptions (``welcome.subscribed``, the service's
@@ -202,7 +204,8 @@ async def open_client(
         heartbeat: ping interval and pong timeout.
         rng: the jitter's source; a seeded ``random.Random`` makes the waits reproducible.
             Default: a new ``random.Random()`` per client, seeded from the OS.
-        connect: opens the transport of one attempt (default: TCP, with TLS for wss://).
+        connect: opens the transport of one attempt (default: TCP, with TLS for wss://), to
+            whichever URL the attempt is for.
         on_status: called synchronously with every new status; must not block.
         on_error: called synchronously with every ``error`` message; must not block.
         connect_timeout_s: deadline of connecting, the handshake and the ``welcome``.
@@ -220,14 +223,23 @@ async def open_client(
             system's CAs, certificate and host name checked. Ignored with ``connect``.
 
     Raises:
-        ValueError: a bad URL or topic name, or an empty token.
+        ValueError: a bad URL (or none) or topic name, or an empty token.
         TypeError: ``token`` is neither a string nor a callable.
     """
-    target = parse_url(url)
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ValueError("no URL to connect to")
+    first, *others = (
+        Endpoint(
+            one, target, connect if connect is not None else tcp_connector(target, ssl_context)
+        )
+        for one, target in ((one, parse_url(one)) for one in urls)
+    )
     options = LoopOptions(
-        url=url,
-        target=target,
-        connect=connect if connect is not None else tcp_connector(target, ssl_context),
+        url=first.url,
+        target=first.target,
+        connect=first.connect,
+        alternates=tuple(others),
         reconnect=reconnect,
         heartbeat=heartbeat,
         connect_timeout_s=connect_timeout_s,

@@ -20,6 +20,10 @@ plus jitter) are not counted. A ``welcome`` resets the count. After N failed att
 server is declared down, and one probe is made every probe interval (plus jitter) until one
 gets a ``welcome``.
 
+Several URLs (the nodes of a cluster): each connection attempt goes to the next URL in
+turn, so a client whose node died or is shutting down reconnects to another one; the
+counting and the waits above are the same as for one URL.
+
 Tokens (:mod:`broadcaster.client.auth`): each attempt asks the token source first and sends
 the token in the handshake. A ``4005 token expired`` close is planned like a
 ``server_shutdown`` with ``reconnectAfterMs`` 0 (jitter only, so tokens that expire together
@@ -117,8 +121,21 @@ class _Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One URL the client may connect to, parsed, with the transport that reaches it."""
+
+    url: str
+    target: Target
+    connect: Connector
+
+
+@dataclass(frozen=True, slots=True)
 class LoopOptions:
-    """Everything the loop needs that does not change while it runs."""
+    """Everything the loop needs that does not change while it runs.
+
+    ``url``, ``target`` and ``connect`` are the first endpoint; ``alternates`` the others,
+    tried in turn after it.
+    """
 
     url: str
     target: Target
@@ -130,6 +147,12 @@ class LoopOptions:
     max_message_bytes: int
     on_error: Callable[[JSON], None] | None
     token: TokenSource
+    alternates: tuple[Endpoint, ...] = ()
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Every endpoint, the first URL first."""
+        return (Endpoint(self.url, self.target, self.connect), *self.alternates)
 
 
 class ConnectionLoop:
@@ -145,6 +168,8 @@ class ConnectionLoop:
         rng: random.Random,
     ) -> None:
         self._options = options
+        self._endpoints = options.endpoints
+        self._endpoint = 0  # the one the next attempt goes to
         self._topics = topics
         self._mailbox = mailbox
         self._board = board
@@ -158,6 +183,7 @@ class ConnectionLoop:
         policy, failures, probes, kind = self._options.reconnect, 0, 0, _Next.FIRST
         while True:
             attempt = await self._connect_once()
+            self._endpoint = (self._endpoint + 1) % len(self._endpoints)
             if attempt.welcomed:
                 failures = 0
             elif kind is _Next.COUNTED:
@@ -189,7 +215,7 @@ class ConnectionLoop:
                     log.warning(
                         "server down after %d failed attempts in a row",
                         failures,
-                        extra={"url": self._options.url, "failed_attempts": failures},
+                        extra={"url": self._url, "failed_attempts": failures},
                     )
                 kind, wait_s = _Next.PROBE, backoff.probe_wait_s(policy, self._rng)
                 state, counted = ConnectionState.SERVER_DOWN, 0
@@ -211,7 +237,7 @@ class ConnectionLoop:
                 wait_s,
                 status,
                 extra={
-                    "url": self._options.url,
+                    "url": self._url,
                     "status": str(status),
                     "wait_s": round(wait_s, 3),
                 },
@@ -234,7 +260,7 @@ class ConnectionLoop:
         log.error(
             "stopped: %s; not reconnecting",
             stopped,
-            extra={"url": self._options.url, "close_code": code, "reason": reason},
+            extra={"url": self._url, "close_code": code, "reason": reason},
         )
         return stopped
 
@@ -260,18 +286,24 @@ class ConnectionLoop:
         log.info(
             "connection ended: %s",
             attempt.ended_by,
-            extra={"url": self._options.url, "reason": attempt.ended_by},
+            extra={"url": self._url, "reason": attempt.ended_by},
         )
         return attempt
 
+    @property
+    def _url(self) -> str:
+        """The URL of the current (or next) connection attempt."""
+        return self._endpoints[self._endpoint].url
+
     async def _attempt(self, attempt: _Attempt) -> None:
         options = self._options
+        endpoint = self._endpoints[self._endpoint]
         deadline = trio.current_time() + options.connect_timeout_s
         with trio.fail_at(deadline):
             token = await options.token.get()
         async with open_link(
-            options.connect,
-            options.target,
+            endpoint.connect,
+            endpoint.target,
             deadline=deadline,
             close_timeout_s=options.close_timeout_s,
             max_message_bytes=options.max_message_bytes,
@@ -294,7 +326,7 @@ class ConnectionLoop:
 
     async def _serve(self, link: Link, welcome: JSON, attempt: _Attempt) -> None:
         connection_id = welcome.get("connectionId")
-        lease = attempt.lease = TokenLease(self._board, self._options.url)
+        lease = attempt.lease = TokenLease(self._board, self._url)
         lease.expiry_known(welcome.get("authExpiresAt"))
         self._board.update(
             state=ConnectionState.CONNECTED,
@@ -311,7 +343,7 @@ class ConnectionLoop:
         log.info(
             "connected as %s",
             connection_id,
-            extra={"url": self._options.url, "connection_id": connection_id},
+            extra={"url": self._url, "connection_id": connection_id},
         )
         # Subscriptions belong to the connection: drop the server's default topics we do not
         # follow, and subscribe to ours again.

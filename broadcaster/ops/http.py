@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import structlog
+import trio
 from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGISendCallable,
@@ -32,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from quart import Response, abort, request, send_from_directory
 from quart_trio import QuartTrio
 
+from broadcaster.cluster.broker import BrokerUnavailable
 from broadcaster.counters import COUNTERS
 from broadcaster.host_header import is_valid_host
 from broadcaster.hub import Hub, HubSnapshot
@@ -112,6 +114,14 @@ class _RefuseInvalidHost:
         await self._app(scope, receive, send)
 
 
+class ClusterView(Protocol):
+    """The cluster as the HTTP app shows it (``broadcaster.cluster.registry.ClusterRegistry``)."""
+
+    def health(self) -> dict[str, Any]: ...
+
+    async def status(self) -> dict[str, Any]: ...
+
+
 class AdminCheck(Protocol):
     """Whether a request's Authorization value holds an admin token (:class:`AdminTokens`)."""
 
@@ -126,6 +136,7 @@ def create_app(
     websocket_url: str,
     admin_tokens: AdminCheck | None = None,
     auth_required: bool = False,
+    cluster: ClusterView | None = None,
 ) -> QuartTrio:
     """Build the app; it reads the hub and the health (``/health`` may ask for a ping).
 
@@ -135,6 +146,8 @@ def create_app(
         admin_tokens: when given, the status API and /metrics answer 401 without one.
         auth_required: ``--auth-mode jwt``: /api/client-config says ``authRequired`` so that
             the dashboard asks for a token at once.
+        cluster: with ``--redis-url``: /health tells Redis's state and
+            /api/cluster/status lists the live nodes (404 standalone).
     """
     app = _App("broadcaster", static_folder=None)
     app.asgi_app = _RefuseInvalidHost(app.asgi_app)  # type: ignore[method-assign]
@@ -232,9 +245,26 @@ def create_app(
                     "totalConnectionsCreated": snapshot.counters["connections_created"],
                 },
                 "influxdb": influxdb,
+                # Not in the verdict: Redis down alone must not make every node 503 at once.
+                **({"redis": cluster.health()} if cluster is not None else {}),
             },
         }
         return body, 200 if healthy else 503
+
+    @app.get("/api/cluster/status")
+    async def cluster_status() -> dict[str, Any] | Response:
+        if (refused := unauthorized()) is not None:
+            return refused
+        if cluster is None:
+            return Response("not a cluster (no --redis-url)\n", 404, content_type="text/plain")
+        try:
+            return await cluster.status()
+        except (BrokerUnavailable, trio.TooSlowError) as exc:
+            return Response(
+                f"Redis unreachable: {exc or type(exc).__name__}\n",
+                503,
+                content_type="text/plain",
+            )
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -16,6 +16,7 @@ started here (their config carries the containment).
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -71,6 +72,13 @@ def _peer_ip(stream: object) -> str | None:
 
 
 hypercorn.trio.run.TCPServer = _ContainedTCPServer  # type: ignore[attr-defined]
+
+
+def serve_on_sockets(config: Config, sockets: list[socket.socket]) -> None:
+    """Make hypercorn serve on these bound sockets (``fd://`` binds) instead of binding its own:
+    how ``--reuse-port`` sockets reach it (:mod:`broadcaster.reuse_port`). hypercorn takes
+    the descriptors over (it listens on and closes them); the socket objects are detached."""
+    config.bind = [f"fd://{sock.detach()}" for sock in sockets]
 
 
 async def serve_http(

@@ -22,6 +22,10 @@ export interface WelcomeMessage {
   /** The topics this connection is already subscribed to (the server's defaults). */
   subscribed: string[];
   broadcastIntervalMs: number;
+  /** The cluster's name (`--cluster-name`), or null when the service runs standalone. */
+  cluster: string | null;
+  /** The process serving this connection (`--node-id`), for logs and support. */
+  nodeId: string;
   /** Only with `--auth-mode jwt`: who the token says this is. */
   identity?: { sub: string; tenant: string | null };
   /** Only with `--auth-mode jwt`: when the connection's token expires. */
@@ -34,6 +38,8 @@ export interface MetricsUpdateMessage<Data = Record<string, unknown>> {
   topic: string;
   /** The topic's query counter, shared by all clients: a gap means missed updates. */
   seq: number;
+  /** The numbering `seq` belongs to: it changes only when `seq` restarts, so compare (epoch, seq). */
+  epoch: string;
   /** When the value was read (for a stale value, when the original was read). */
   timestamp: Timestamp;
   /** The last good value, resent because the latest query failed. */
@@ -234,8 +240,12 @@ export interface BroadcasterClientEventMap {
 
 export declare class BroadcasterClient extends EventTarget {
   /** @throws TypeError an unknown option, or a value of the wrong type; RangeError out of range. */
-  constructor(url: string, options?: BroadcasterClientOptions);
+  /** `url`: one WebSocket URL, or several (a cluster's nodes), tried in turn. */
+  constructor(url: string | readonly string[], options?: BroadcasterClientOptions);
+  /** The URL of the current (or next) connection attempt. */
   readonly url: string;
+  /** Every URL given, in the order they are tried. */
+  readonly urls: readonly string[];
   readonly options: Readonly<Required<BroadcasterClientOptions>>;
   /** A copy of the current status. */
   readonly status: ClientStatus;

@@ -235,11 +235,16 @@ export function statusLabel(status) {
 
 export class BroadcasterClient extends EventTarget {
   /**
-   * @param {string} url the WebSocket URL, e.g. "ws://127.0.0.1:8765/ws"
+   * @param {string | string[]} url the WebSocket URL, e.g. "ws://127.0.0.1:8765/ws"; or
+   *   several (the nodes of a cluster): each connection attempt goes to the next one in turn
    * @param {object} options see DEFAULT_OPTIONS; unknown keys are an error
    */
   constructor(url, options = {}) {
     super();
+    const urls = Array.isArray(url) ? [...url] : [url];
+    if (urls.length === 0 || !urls.every((one) => typeof one === "string")) {
+      throw new TypeError("url must be a URL string or a non-empty array of them");
+    }
     for (const key of Object.keys(options)) {
       if (!(key in DEFAULT_OPTIONS)) throw new TypeError(`unknown option ${JSON.stringify(key)}`);
     }
@@ -248,7 +253,8 @@ export class BroadcasterClient extends EventTarget {
       if (value !== undefined) merged[key] = value;
     }
     checkOptions(merged);
-    this.url = url;
+    this.urls = Object.freeze(urls);
+    this._urlIndex = 0; // the URL of the current (or next) attempt
     this.options = Object.freeze(merged);
     this._WebSocket = merged.WebSocket ?? globalThis.WebSocket;
     if (typeof this._WebSocket !== "function") throw new TypeError("no WebSocket constructor");
@@ -605,9 +611,16 @@ export class BroadcasterClient extends EventTarget {
     }
   }
 
+  /** The URL of the current (or next) connection attempt. */
+  get url() {
+    return this.urls[this._urlIndex];
+  }
+
   /** The current socket ended (closed, failed, timed out): schedule what comes next. */
   _socketEnded(close) {
     this._socket = null;
+    // The next attempt goes to the next URL: a client whose node died moves to another.
+    this._urlIndex = (this._urlIndex + 1) % this.urls.length;
     this._clearTimers();
     this._pendingPing = null;
     this._expiresAt = null;

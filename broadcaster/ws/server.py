@@ -29,6 +29,7 @@ from broadcaster.auth.origins import printable_origin
 from broadcaster.containment import Stage
 from broadcaster.hub import Hub
 from broadcaster.protocol import CloseCode
+from broadcaster.reuse_port import open_reuse_port_listeners
 from broadcaster.ws import handshake
 from broadcaster.ws.auth_gate import AuthGate
 from broadcaster.ws.connection import RECEIVE_BYTES, Connection
@@ -81,6 +82,7 @@ async def serve_websockets(
     port: int,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
     task_status: trio.TaskStatus[WebSocketEndpoint] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebSocket clients until cancelled; reports the bound endpoint when listening.
@@ -88,8 +90,13 @@ async def serve_websockets(
     Each accepted client becomes a :class:`Connection` built from ``policy`` (its limits and
     the service-wide counters and containment), which the hub registers. With
     ``ssl_context``, each client's TLS handshake comes first (:mod:`broadcaster.ws.tls`).
+    With ``reuse_port``, the port can be shared with other processes
+    (:mod:`broadcaster.reuse_port`).
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    if reuse_port:
+        listeners: list[trio.SocketListener] = await open_reuse_port_listeners(host, port)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host)
     bound_port = listeners[0].socket.getsockname()[1]
     endpoint = WebSocketEndpoint(
         host=host, port=bound_port, accept_scope=trio.CancelScope(), ssl_context=ssl_context

@@ -4,6 +4,8 @@
 //     --interval-ms 100 --seconds 20 [--connect-concurrency 500] [--ca ca.pem]
 //
 // For a wss:// URL, --ca names the PEM file of the CA that issued the server's certificate.
+// --url may list several URLs, comma-separated (the nodes of a cluster): client i connects to
+// URL i mod count, and the result counts the window's deliveries per URL (`deliveries_by_url`).
 //
 // Phases, each bounded by a timeout; one JSON line per phase on stdout for scripts/bench:
 //   storm         open N clients (at most --connect-concurrency handshakes in flight); the time
@@ -22,6 +24,10 @@
 // reference server), or in `data` / `data.series[0].rows[0]` (our service with the bench source);
 // failing that `timestamp` (ms resolution; for our service that is when the topic's query started).
 // Both processes run on the same machine, so they share the clock.
+//
+// Freshness: when an update's data carries `asOf` (the built-in topics: the time of the newest
+// point in the database), the time from that point's own timestamp until the last client has the
+// update (`freshness_ms`): how old the newest data is when every dashboard shows it.
 
 import { createRequire } from "node:module";
 import { monitorEventLoopDelay, performance } from "node:perf_hooks";
@@ -44,14 +50,14 @@ const { values: args } = parseArgs({
     ca: { type: "string" }, // PEM file of the CA to trust for a wss:// --url
   },
 });
-const url = args.url;
+const urls = (args.url ?? "").split(",").filter(Boolean);
 const ca = args.ca ? readFileSync(args.ca) : undefined;
 const n = Number(args.clients);
 const topics = args.topics.split(",").filter(Boolean);
 const intervalMs = Number(args["interval-ms"]);
 const windowS = Number(args.seconds);
 const concurrency = Number(args["connect-concurrency"]);
-if (!url || !(n >= 1) || !(intervalMs > 0) || !(windowS > 0) || !(concurrency >= 1) || !topics.length) {
+if (!urls.length || !(n >= 1) || !(intervalMs > 0) || !(windowS > 0) || !(concurrency >= 1) || !topics.length) {
   console.error("loadgen.mjs: --url, --clients, --interval-ms, --seconds are required");
   process.exit(2);
 }
@@ -109,6 +115,7 @@ let stale = 0;
 let t0 = null; // window, wall µs
 let t1 = null;
 let windowArrivals = 0;
+const windowArrivalsByUrl = {};
 let ownClose = false;
 let stormStart = 0;
 let opening = true; // false once the storm phase is over: no more clients are started
@@ -122,11 +129,20 @@ function sentAt(message) {
   return [Date.parse(message.timestamp) * 1000, "timestamp"];
 }
 
+function asOfUs(message) {
+  const asOf = message.data?.asOf;
+  const ms = typeof asOf === "string" ? Date.parse(asOf) : NaN;
+  return Number.isNaN(ms) ? null : ms * 1000;
+}
+
 function onUpdate(client, message, bytes, now) {
   updates += 1;
   updateBytes += bytes;
   if (message.stale === true) stale += 1;
-  if (t0 !== null && t1 === null && now >= t0) windowArrivals += 1;
+  if (t0 !== null && t1 === null && now >= t0) {
+    windowArrivals += 1;
+    bump(windowArrivalsByUrl, client.url);
+  }
   const { topic, seq } = message;
   const byTopic = records.get(topic);
   if (byTopic === undefined) {
@@ -137,7 +153,7 @@ function onUpdate(client, message, bytes, now) {
   if (record === undefined) {
     const [sent, from] = sentAt(message);
     bump(sentFrom, from);
-    record = { sent, first: now, last: 0, count: 0 }; // last and count: measured clients only
+    record = { sent, asOf: asOfUs(message), first: now, last: 0, count: 0 }; // last, count: measured clients
     byTopic.set(seq, record);
   }
   if (!client.late) {
@@ -218,7 +234,8 @@ function onClose(client, code) {
 
 function startMore() {
   while (opening && clients.length < n && inFlight < concurrency) {
-    const client = { ws: null, started: nowUs(), welcomed: 0, last: new Map(), gaps: 0, inWindow: 0 };
+    const url = urls[clients.length % urls.length];
+    const client = { ws: null, url, started: nowUs(), welcomed: 0, last: new Map(), gaps: 0, inWindow: 0 };
     client.closed = false;
     client.late = false;
     clients.push(client);
@@ -316,6 +333,7 @@ async function main() {
     pending: clients.filter((c) => !c.welcomed && !c.closed).length,
     deliveries: arrivals,
     deliveries_per_s: arrivals / seconds,
+    deliveries_by_url: { ...windowArrivalsByUrl },
     expected_per_s: ((openCount + lateOpen) * topics.length * 1000) / intervalMs,
     broadcasts: window.length,
     expected_broadcasts: (topics.length * seconds * 1000) / intervalMs,
@@ -323,6 +341,10 @@ async function main() {
     drained,
     last_ms: quantiles(complete.map(([, , r]) => (r.last - r.sent) / 1000)),
     first_ms: quantiles(window.map(([, , r]) => (r.first - r.sent) / 1000)),
+    freshness_ms: quantiles(complete.filter(([, , r]) => r.asOf !== null).map(([, , r]) => (r.last - r.asOf) / 1000)),
+    freshness_samples: complete.filter(([, , r]) => r.asOf !== null).length,
+    // Each broadcast's freshness, so that runs can be pooled (a run's phase is fixed at its start).
+    freshness_values_ms: complete.filter(([, , r]) => r.asOf !== null).map(([, , r]) => (r.last - r.asOf) / 1000),
     missed_total: missed.reduce((a, b) => a + b, 0),
     clients_missing: missed.filter((m) => m > 0).length,
     missed_max_per_client: missed.length ? Math.max(...missed) : 0,

@@ -1,7 +1,9 @@
 """The broadcast loop in virtual time (MockClock with autojump): ticks, query counts, staleness.
 
 In memory with a fake source (tests/fakes.py); the real source and real clients are covered
-by the end-to-end tests.
+by the end-to-end tests. The loop's wall clock is a :class:`VirtualWallClock` that starts on
+an aligned instant with offset 0, so its ticks fall at ``start + k * interval`` (the aligned
+ticks themselves: tests/broadcast/test_ticks.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from broadcaster.channels import Channel
 from broadcaster.hub import Hub
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
-from tests.fakes import FakeSource, make_hub, make_topics, open_connection, sent_messages
+from tests.fakes import (
+    FakeSource,
+    VirtualWallClock,
+    make_hub,
+    make_topics,
+    open_connection,
+    sent_messages,
+)
 
 INTERVAL_S = 10.0
 TIMEOUT_S = 5.0
@@ -36,6 +45,7 @@ def make_loop(hub: Hub, source: FakeSource, *names: str, **options: Any) -> Broa
         health,
         interval_s=INTERVAL_S,
         query_timeout_s=TIMEOUT_S,
+        wall_clock=VirtualWallClock(),
         **options,
     )
 
@@ -114,6 +124,7 @@ async def test_overrunning_tick_skips_instead_of_bunching(
         SourceHealth(source, max_age_s=1, ping_timeout_s=1),
         interval_s=INTERVAL_S,
         query_timeout_s=25.0,
+        wall_clock=VirtualWallClock(),
     )
     open_connection(hub)
     start = trio.current_time()

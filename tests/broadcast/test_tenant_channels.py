@@ -22,7 +22,7 @@ from broadcaster.errors import SourceUnavailable
 from broadcaster.sources.base import Series, StatementResult
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.connection import Connection
-from tests.fakes import PolicyHub, make_hub, open_connection, sent_messages
+from tests.fakes import PolicyHub, VirtualWallClock, make_hub, open_connection, sent_messages
 
 INTERVAL_S = 10.0
 SALES_QUERY = "SELECT last(v) FROM sales WHERE tenant = {tenant}"
@@ -66,7 +66,15 @@ def setup() -> tuple[PolicyHub, EchoSource, BroadcastLoop]:
     hub = make_hub(list(TOPICS), tenant_topics=["sales"])
     source = EchoSource()
     health = SourceHealth(source, max_age_s=2 * INTERVAL_S, ping_timeout_s=5)
-    loop = BroadcastLoop(hub, source, TOPICS, health, interval_s=INTERVAL_S, query_timeout_s=5)
+    loop = BroadcastLoop(
+        hub,
+        source,
+        TOPICS,
+        health,
+        interval_s=INTERVAL_S,
+        query_timeout_s=5,
+        wall_clock=VirtualWallClock(),  # ticks at start + k * interval (tests/fakes.py)
+    )
     return hub, source, loop
 
 

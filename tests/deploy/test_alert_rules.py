@@ -18,6 +18,7 @@ EXPECTED_ALERTS = {
     "BroadcasterTicksOverrunning",
     "BroadcasterUpdateAgeHigh",
     "BroadcasterMemoryGrowth",
+    "BroadcasterClusterLocalMode",
 }
 
 

@@ -49,6 +49,39 @@ function waitNext(clock) {
   return delay;
 }
 
+describe("several URLs", () => {
+  test("takes a list of URLs, not an empty one", () => {
+    const urls = ["ws://10.0.0.1:8765/ws", "ws://10.0.0.2:8765/ws"];
+    const { FakeWebSocket } = fakeWebSocketClass();
+    const client = new BroadcasterClient(urls, { WebSocket: FakeWebSocket });
+    assert.deepEqual(client.urls, urls);
+    assert.equal(client.url, urls[0]);
+    assert.throws(() => new BroadcasterClient([], { WebSocket: FakeWebSocket }), TypeError);
+  });
+
+  test("a client whose node goes away reconnects to the next URL", () => {
+    const urls = ["ws://10.0.0.1:8765/ws", "ws://10.0.0.2:8765/ws"];
+    const clock = new FakeClock();
+    const { FakeWebSocket, sockets } = fakeWebSocketClass();
+    const client = new BroadcasterClient(urls, {
+      WebSocket: FakeWebSocket,
+      setTimeout: clock.setTimeout,
+      clearTimeout: clock.clearTimeout,
+      now: clock.now,
+      random: () => 0,
+    });
+    client.connect();
+    assert.equal(sockets[0].url, urls[0]);
+    sockets[0].fail();
+    waitNext(clock);
+    assert.equal(sockets[1].url, urls[1]);
+    sockets[1].fail();
+    waitNext(clock);
+    assert.equal(sockets[2].url, urls[0]);
+    client.close();
+  });
+});
+
 describe("backoff", () => {
   test("attempt k waits min(maxDelayMs, baseDelayMs * 2**(k-1)) while attempts fail", () => {
     const { client, clock, sockets, last } = makeClient();

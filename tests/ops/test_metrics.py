@@ -24,7 +24,7 @@ from broadcaster.protocol import CloseCode, iso_from_unix_ms
 from broadcaster.sources.base import StatementResult
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
-from tests.fakes import FakeSource, make_hub, make_topics, open_connection
+from tests.fakes import FakeSource, VirtualWallClock, make_hub, make_topics, open_connection
 
 INTERVAL_S = 10.0
 AS_OF_AGE_S = 120.0
@@ -47,7 +47,13 @@ class _Service:
         self.hub = hub
         self.health = SourceHealth(source, max_age_s=2 * INTERVAL_S, ping_timeout_s=5)
         self.loop = BroadcastLoop(
-            hub, source, topics, self.health, interval_s=INTERVAL_S, query_timeout_s=5.0
+            hub,
+            source,
+            topics,
+            self.health,
+            interval_s=INTERVAL_S,
+            query_timeout_s=5.0,
+            wall_clock=VirtualWallClock(),  # ticks at start + k * interval (tests/fakes.py)
         )
         self.registry = build_registry(hub, self.health, self.loop)
 

@@ -35,6 +35,7 @@ from broadcaster.ws.server import WebSocketEndpoint
 from tests.fakes import (
     FakeSource,
     PolicyHub,
+    VirtualWallClock,
     make_hub,
     make_topics,
     open_connection,
@@ -258,7 +259,9 @@ async def test_a_topic_whose_value_cannot_be_built_fails_alone(
     hub = make_hub(["good", "bad"], defaults=["good", "bad"])
     topics = {**make_topics("good"), "bad": Topic(name="bad", query="q:bad", shape=shape)}
     health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
-    loop = BroadcastLoop(hub, source, topics, health, interval_s=10, query_timeout_s=5)
+    loop = BroadcastLoop(
+        hub, source, topics, health, interval_s=10, query_timeout_s=5, wall_clock=VirtualWallClock()
+    )
     client = open_connection(hub)
     messages: list[dict[str, Any]] = []
 
@@ -300,7 +303,13 @@ async def test_a_topic_whose_fan_out_raises_fails_alone(
     monkeypatch.setattr(hub, "publish", publish_failing_for_bad)
     health = SourceHealth(source, max_age_s=20, ping_timeout_s=5)
     loop = BroadcastLoop(
-        hub, source, make_topics("good", "bad"), health, interval_s=10, query_timeout_s=5
+        hub,
+        source,
+        make_topics("good", "bad"),
+        health,
+        interval_s=10,
+        query_timeout_s=5,
+        wall_clock=VirtualWallClock(),
     )
     client = open_connection(hub)
     messages: list[dict[str, Any]] = []

@@ -1,0 +1,34 @@
+"""What the broadcast loop remembers: per topic its counts, per channel its numbering and
+its latest value (what a new subscriber is offered at once)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broadcaster.ws.frames import Frame
+
+
+@dataclass
+class TopicState:
+    """What the loop counts of one topic, over all its channels.
+
+    ``seq``: the highest ``seq`` any channel of the topic has delivered.
+    """
+
+    seq: int = 0
+    queries: int = 0
+    failures: int = 0
+
+
+@dataclass
+class ChannelState:
+    """What the loop remembers of one channel: its numbering and its latest value."""
+
+    seq: int = 0
+    epoch: str | None = None
+    # The last metrics_update delivered (this node's or another's): a stale resend's source.
+    last_update: str | None = None
+    # When the newest point of the last good value was taken, if its data says (``asOf``).
+    as_of_unix_s: float | None = None
+    # The last frame delivered and when (trio.current_time()): what a new subscriber gets.
+    latest: tuple[Frame, float] | None = None

@@ -1,0 +1,143 @@
+"""The Redis broker's scripts and connection handling against a real redis-server.
+
+Real Redis on loopback, the real clock: each wait is under ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from broadcaster.channels import Channel
+from broadcaster.cluster.broker import BrokerUnavailable, Publication
+from broadcaster.cluster.redis_broker import RedisBroker
+from tests.redis_server import RedisServer
+from tests.wsclient import eventually
+
+CPU = Channel("cpu", None)
+INTERVAL_S = 0.5
+
+
+@asynccontextmanager
+async def running_broker(
+    redis: RedisServer, node_id: str, received: list[Publication] | None = None
+) -> AsyncIterator[RedisBroker]:
+    broker = RedisBroker(redis.url, cluster="t", node_id=node_id, interval_s=INTERVAL_S)
+    if received is not None:
+        broker.on_publication = received.append
+    async with trio.open_nursery() as nursery:
+        await nursery.start(broker.run)
+        await eventually(lambda: broker.mode == "cluster")
+        yield broker
+        nursery.cancel_scope.cancel()
+
+
+def update(seq: int, epoch: str, channel: Channel = CPU) -> Publication:
+    text = f'{{"type":"metrics_update","topic":"{channel.topic}","seq":{seq}}}'
+    return Publication(channel, seq, epoch, None, text, 1.5)
+
+
+async def test_one_node_wins_each_tick_and_takes_the_next_seq(redis_server: RedisServer) -> None:
+    async with running_broker(redis_server, "a") as a, running_broker(redis_server, "b") as b:
+        claims = [await a.claim(CPU, 7), await b.claim(CPU, 7), await b.claim(CPU, 8)]
+        assert claims[1] is None  # tick 7 is a's
+        assert claims[0] is not None
+        assert claims[2] is not None
+        assert (claims[0].seq, claims[2].seq) == (1, 2)
+        assert claims[0].epoch == claims[2].epoch == a.epoch == b.epoch != ""
+
+
+async def test_the_refresh_lease_is_one_per_interval(redis_server: RedisServer) -> None:
+    async with running_broker(redis_server, "a") as a, running_broker(redis_server, "b") as b:
+        assert await a.claim(CPU, None) is not None
+        assert await b.claim(CPU, None) is None
+        with trio.fail_after(5):
+            await trio.sleep(INTERVAL_S)  # the thing under test: the lease's own expiry
+        assert await b.claim(CPU, None) is not None
+
+
+async def test_a_new_tenant_channel_starts_from_its_topics_highest_seq(
+    redis_server: RedisServer,
+) -> None:
+    async with running_broker(redis_server, "a") as a:
+        for tick in range(3):
+            await a.claim(Channel("sales", "acme"), tick)
+        claim = await a.claim(Channel("sales", "globex"), 0)
+        assert claim is not None
+        assert claim.seq == 4
+
+
+async def test_publish_is_fenced_on_seq_and_reaches_every_node_once(
+    redis_server: RedisServer,
+) -> None:
+    got_a: list[Publication] = []
+    got_b: list[Publication] = []
+    async with (
+        running_broker(redis_server, "a", got_a) as a,
+        running_broker(redis_server, "b", got_b) as b,
+    ):
+        first = await a.claim(CPU, 1)
+        second = await b.claim(CPU, 2)
+        assert first is not None
+        assert second is not None
+        assert await b.publish(update(second.seq, second.epoch))
+        assert not await a.publish(update(first.seq, first.epoch))  # late: never overwrites
+        await eventually(lambda: len(got_a) == 1)
+        # b delivered its own at once and gets its echo too (the loop drops it as not newer).
+        await eventually(lambda: len(got_b) == 2)
+        assert got_a[0] == update(second.seq, second.epoch)
+        last = await a.last_value(CPU)
+        assert last is not None
+        assert last.publication == got_a[0]
+        assert 0 <= last.age_s < 5
+
+
+async def test_a_publication_of_a_lost_epoch_is_refused(redis_server: RedisServer) -> None:
+    async with running_broker(redis_server, "a") as a:
+        claim = await a.claim(CPU, 1)
+        assert claim is not None
+        assert not await a.publish(update(claim.seq + 1, "another-epoch"))
+        assert await a.last_value(CPU) is None
+
+
+async def test_redis_loss_is_local_mode_and_the_broker_comes_back_with_a_new_epoch(
+    redis_server: RedisServer,
+) -> None:
+    async with running_broker(redis_server, "a") as a:
+        claim = await a.claim(CPU, 1)
+        assert claim is not None
+        redis_server.stop()
+        await eventually(lambda: a.mode == "local")
+        assert a.last_error
+        try:
+            await a.claim(CPU, 2)
+        except BrokerUnavailable:
+            pass
+        else:
+            raise AssertionError("a claim without Redis must raise BrokerUnavailable")
+        redis_server.start()
+        await eventually(lambda: a.mode == "cluster", timeout_s=15)
+        again = await a.claim(CPU, 3)
+        assert again is not None
+        assert again.seq == 1
+        assert again.epoch != claim.epoch
+
+
+async def test_presence_lists_live_nodes_and_forgets_expired_ones(
+    redis_server: RedisServer,
+) -> None:
+    async with running_broker(redis_server, "a") as a, running_broker(redis_server, "b") as b:
+        await a.register({"id": "a"}, ttl_s=30)
+        await b.register({"id": "b"}, ttl_s=0.2)
+
+        def ids(nodes: list[dict[str, object]]) -> list[object]:
+            return [n["id"] for n in nodes]
+
+        assert ids(await a.live_nodes()) == ["a", "b"]
+        with trio.fail_after(5):
+            await trio.sleep(0.3)  # the thing under test: b's registration expires
+        assert ids(await a.live_nodes()) == ["a"]
+        await a.deregister()
+        assert await a.live_nodes() == []
