@@ -144,12 +144,13 @@ def test_ping_ids_that_cannot_be_echoed_exactly_are_refused(id_literal: str) -> 
         (
             '{"type": "dance"}',
             ErrorCode.UNKNOWN_TYPE,
-            "unknown message type 'dance'; expected ping, subscribe, unsubscribe or auth",
+            "unknown message type 'dance'; expected ping, subscribe, unsubscribe, auth or snapshot",
         ),
         (
             json.dumps({"type": "d" * 100}),
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {'d' * 64!r}; expected ping, subscribe, unsubscribe or auth",
+            f"unknown message type {'d' * 64!r}; expected ping, subscribe, unsubscribe, auth"
+            " or snapshot",
         ),
         ('{"type": "subscribe"}', ErrorCode.INVALID_MESSAGE, TOPICS_RULE),
         ('{"type": "subscribe", "topics": "cpu"}', ErrorCode.INVALID_MESSAGE, TOPICS_RULE),

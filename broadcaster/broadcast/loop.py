@@ -25,6 +25,13 @@ offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub), and que
 as soon as it gets its first subscriber if it has no value from the last interval. A tenant's
 channel nobody listens to any more is forgotten at the next tick.
 
+A window topic's channel keeps its window (:mod:`broadcaster.broadcast.window`): its first
+refresh reads the whole window and publishes it as a ``metrics_update``; each later one reads
+only the tail, merges it and publishes a ``metrics_append`` with the new and changed rows. A
+new subscriber (and a ``snapshot`` request) gets the whole window from memory, encoded at most
+once per tick; a failure publishes the error and the whole window marked stale. Refreshes of
+one window channel take turns (a lock), so its rows and its ``seq`` move in step.
+
 ``seq`` stays the topic's counter: a channel starts from the highest ``seq`` its topic has
 reached, so a tenant's ``seq`` grows by 1 per query of its channel and never goes back, even
 after its channel was forgotten and made again.
@@ -35,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +51,7 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.broadcast.topics import Topic
+from broadcaster.broadcast.window import Window
 from broadcaster.channels import Channel
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
 from broadcaster.hub import Hub
@@ -78,6 +86,12 @@ class ChannelState:
     as_of_unix_s: float | None = None
     # The last frame published and when (trio.current_time()): what a new subscriber gets.
     latest: tuple[Frame, float] | None = None
+    # A window topic's: its window, whether the last value published was stale, the whole
+    # window's frame (made on demand, dropped at each publish), and one refresh at a time.
+    window: Window | None = None
+    stale: bool = False
+    window_frame: Frame | None = None
+    refreshing: trio.Lock = field(default_factory=trio.Lock)
 
 
 class BroadcastLoop:
@@ -181,6 +195,8 @@ class BroadcastLoop:
         cannot force queries. Only a channel nobody followed (``first``) with no recent value
         is queried at once; a followed channel's next tick comes within an interval anyway.
         """
+        if self._topics[channel.topic].window is not None:
+            return self._on_window_subscribe(channel, first=first)
         if channel in self._refresh_pending:
             return None
         state = self.channels.get(channel)
@@ -190,6 +206,38 @@ class BroadcastLoop:
         if first:
             self._request_refresh(channel)
         return None
+
+    def _on_window_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+        """A window channel offers its whole window from memory whenever it has one (the
+        appends that follow continue its ``seq``); a first subscriber with no value from the
+        last interval also gets a refresh, which reads the whole window if there is none."""
+        state = self.channels.get(channel)
+        latest = None if state is None else state.latest
+        recent = latest is not None and trio.current_time() - latest[1] < self._interval_s
+        if first and not recent and channel not in self._refresh_pending:
+            self._request_refresh(channel)
+        return self.snapshot(channel)
+
+    def snapshot(self, channel: Channel) -> Frame | None:
+        """The channel's value from memory, for a ``snapshot`` request: a window topic's
+        whole window, another topic's latest update; None before its first value."""
+        state = self.channels.get(channel)
+        if state is None:
+            return None
+        if state.window is None:
+            return None if state.latest is None else state.latest[0]
+        if state.last_good_timestamp is None:
+            return None
+        if state.window_frame is None:
+            text = protocol.metrics_update(
+                channel.topic,
+                state.seq,
+                state.last_good_timestamp,
+                state.last_good_data,
+                stale=state.stale,
+            )
+            state.window_frame = Frame(text, topic=channel.topic)
+        return state.window_frame
 
     def _request_refresh(self, channel: Channel) -> None:
         self._refresh_send.send_nowait(channel)  # never blocks: the buffer is unbounded
@@ -214,19 +262,30 @@ class BroadcastLoop:
         Whatever goes wrong here ends this channel's refresh, never the loop or another
         channel: a failure is reported to the channel's subscribers and the loop goes on.
         """
+        if self._topics[channel.topic].window is None:
+            await self._refresh(channel)
+            return
+        async with self._channel_state(channel).refreshing:
+            await self._refresh(channel)
+
+    async def _refresh(self, channel: Channel) -> None:
         name = channel.topic
         topic_state = self.states[name]
         state = self._channel_state(channel)
         topic_state.queries += 1
         started = trio.current_time()
         try:
-            read = await self._read(channel)
+            read = await self._read(channel, state)
         except Exception as exc:  # a bug reached by this channel's data: contained to it
             read = _internal_failure(channel, exc)
         self._hub.timings.observe_query(name, trio.current_time() - started)
         state.seq += 1
         topic_state.seq = max(topic_state.seq, state.seq)
-        outcome = self._encode(channel, state.seq, read) if isinstance(read, _Value) else read
+        if isinstance(read, _Value):
+            encode = self._encode if state.window is None else self._encode_window
+            outcome = encode(channel, state, read)
+        else:
+            outcome = read
         try:
             self._record(channel, state, outcome)
             self._publish(channel, state, outcome)
@@ -234,15 +293,26 @@ class BroadcastLoop:
             topic_state.failures += 1
             log.exception("topic refresh failed", **_log_fields(channel))
 
-    async def _read(self, channel: Channel) -> _Value | _Failure:
-        """Query and shape one channel's value, or say why not, within the query timeout."""
+    async def _read(self, channel: Channel, state: ChannelState) -> _Value | _Failure:
+        """Query and shape one channel's value, or say why not, within the query timeout.
+
+        A window topic's value is the raw answer for the range its window needs next.
+        """
         topic = self._topics[channel.topic]
         read_at_ms = time.time() * 1000
+        time_range = None
+        if topic.window is not None:
+            if state.window is None:
+                state.window = Window(topic.window)
+            read_at_ms = float(int(read_at_ms))
+            time_range = state.window.read_range(int(read_at_ms))
         with trio.move_on_after(self._query_timeout_s):
             try:
-                results = await self._source.query(topic.query_for(channel.tenant))
+                results = await self._source.query(topic.query_for(channel.tenant, time_range))
             except SourceError as exc:
                 return _Failure(_cause_of(exc), str(exc))
+            if time_range is not None:
+                return _Value(results, read_at_ms)
             try:
                 return _Value(topic.shape(results), read_at_ms)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -259,13 +329,12 @@ class BroadcastLoop:
             f"query timed out after {round(self._query_timeout_s * 1000)} ms",
         )
 
-    def _encode(self, channel: Channel, seq: int, value: _Value) -> _Update | _Failure:
+    def _encode(self, channel: Channel, state: ChannelState, value: _Value) -> _Update | _Failure:
         """The value's frame, encoded once for every subscriber; or why it cannot be sent."""
         name = channel.topic
         try:
             timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
-            assert timestamp is not None
-            text = protocol.metrics_update(name, seq, timestamp, value.data, stale=False)
+            text = protocol.metrics_update(name, state.seq, timestamp, value.data, stale=False)
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
             log.exception("topic value could not be encoded", **_log_fields(channel))
             return _Failure(
@@ -275,6 +344,37 @@ class BroadcastLoop:
         except Exception as exc:
             return _internal_failure(channel, exc)
         return _Update(Frame(text, topic=name), value.data, timestamp)
+
+    def _encode_window(
+        self, channel: Channel, state: ChannelState, value: _Value
+    ) -> _Update | _Failure:
+        """Merge a window topic's answer into its window; the frame is the whole window the
+        first time (``metrics_update``), then only what changed (``metrics_append``)."""
+        name, window = channel.topic, state.window
+        assert window is not None
+        whole = not window.built
+        try:
+            merged = window.merge(value.data, int(value.read_at_ms))
+            data = window.whole()
+        except ValueError as exc:
+            log.exception("window answer could not be merged", **_log_fields(channel))
+            return _Failure(
+                FailureCause.BAD_RESPONSE,
+                str(SourceResponseError(f"unexpected result for window topic {name!r}: {exc}")),
+            )
+        timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
+        try:
+            if whole:
+                text = protocol.metrics_update(name, state.seq, timestamp, data, stale=False)
+            else:
+                text = protocol.metrics_append(name, state.seq, timestamp, merged.data)
+        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
+            log.exception("window value could not be encoded", **_log_fields(channel))
+            return _Failure(
+                FailureCause.BAD_RESPONSE,
+                f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
+            )
+        return _Update(Frame(text, topic=name), data, timestamp)
 
     def _record(self, channel: Channel, state: ChannelState, outcome: _Update | _Failure) -> None:
         """Remember the outcome in the channel's state and the source's health, and log a
@@ -295,6 +395,7 @@ class BroadcastLoop:
 
     def _publish(self, channel: Channel, state: ChannelState, outcome: _Update | _Failure) -> None:
         """Publish the new frame; or the error, then the last good value marked stale."""
+        state.stale = isinstance(outcome, _Failure)
         if isinstance(outcome, _Update):
             self._publish_update(channel, state, outcome.frame)
             return
@@ -308,8 +409,10 @@ class BroadcastLoop:
             self._publish_update(channel, state, Frame(text, topic=name))
 
     def _publish_update(self, channel: Channel, state: ChannelState, frame: Frame) -> None:
-        """Publish a ``metrics_update``, which also becomes the channel's latest value."""
+        """Publish a ``metrics_update`` (or a window's ``metrics_append``), which also becomes
+        the channel's latest value."""
         state.latest = (frame, trio.current_time())
+        state.window_frame = None
         self._hub.publish(channel, frame)
 
 
