@@ -400,18 +400,24 @@ def test_dashboard_follows_the_services_default_topics(
     browser: WebDriver, start_service: StartService
 ) -> None:
     """The page has no topic list of its own: a service started with ``--default-topics
-    overview`` gets a page that follows only overview and hides the regressions panel."""
+    overview`` gets a page that follows overview, and hides the regressions panel. The one
+    topic the page asks for itself is its chart's, latency-history (no default topic)."""
     ws_port, http_port = free_ports(2)
     start_service(
         ws_port, http_port, f"http://127.0.0.1:{free_port()}", "metrics", default_topics="overview"
     )
     browser.get(f"http://127.0.0.1:{http_port}/")
     wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: (
+            d.execute_script("return document.body.dataset.topics") == "latency-history,overview"
+        )
+    )
     followed = browser.execute_script("return window.__dashboard.client.subscribedTopics")
-    assert followed == ["overview"]
+    assert followed == ["latency-history", "overview"]
     assert browser.find_element(By.ID, "overview").is_displayed()
+    assert browser.find_element(By.ID, "latency-history").is_displayed()
     assert not browser.find_element(By.ID, "regressions").is_displayed()
-    assert browser.execute_script("return document.body.dataset.topics") == "overview"
 
 
 def test_dashboard_with_a_token_over_tls(
