@@ -359,7 +359,7 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
 
         # The database goes away: the last good values stay on screen, marked stale.
         database.stop()
-        for topic in ("overview", "regressions"):
+        for topic in ("overview", "regressions", "latency-history"):
             badge = wait_for_text(
                 browser, f"{topic}-stale", lambda t: t.startswith("Stale"), "a stale badge"
             )
@@ -375,6 +375,7 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
         database = start_influxd(tmp_path / "influxd", http_port=influx_port)
         wait_for_text(browser, "overview-stale", lambda t: t == "", "no stale badge")
         wait_for_text(browser, "regressions-stale", lambda t: t == "", "no stale badge")
+        wait_for_text(browser, "latency-history-stale", lambda t: t == "", "no stale badge")
         wait_for_text(browser, "notice", lambda t: t == "", "no notice")
     finally:
         database.stop()

@@ -169,6 +169,8 @@ def test_chart_draws_every_region_live_with_regressions_highlighted(
     others = browser.find_elements(By.CSS_SELECTOR, ".u-legend .u-series.regression")
     assert len(others) == 1
 
+    screenshot(browser, tmp_path, "dashboard-chart-light.png")
+
     # 3. Hovering shows each region's value at that time in the legend.
     canvas = browser.find_element(By.CSS_SELECTOR, "#latency-chart .u-over")
     ActionChains(browser).move_to_element(canvas).perform()
@@ -191,9 +193,18 @@ def test_chart_draws_every_region_live_with_regressions_highlighted(
     assert line.endswith(" s ago"), line
     assert browser.find_element(By.ID, "freshness").get_attribute("data-late") == "false"
     wait_for_text(browser, "freshness", lambda t: t != line, "a new age", timeout_s=5)
-    screenshot(browser, tmp_path, "dashboard-chart-light.png")
 
-    # 6. Dark mode (the system's preference): the chart is rebuilt with the dark palette.
+    # 6. P95 instead of the mean: the same regions, the other column, the button pressed.
+    browser.find_element(By.CSS_SELECTOR, '.stat-switch button[data-stat="p95"]').click()
+    p95 = wait_for_chart(browser, lambda c: c["stat"] == "p95", "p95")
+    assert p95["regions"] == REGIONS
+    assert p95["newestTime"] == written
+    pressed = browser.find_element(By.CSS_SELECTOR, '.stat-switch [aria-pressed="true"]')
+    assert pressed.text == "P95"
+    browser.find_element(By.CSS_SELECTOR, '.stat-switch button[data-stat="mean"]').click()
+    drawn = wait_for_chart(browser, lambda c: c["stat"] == "mean", "the mean again")
+
+    # 7. Dark mode (the system's preference): the chart is rebuilt with the dark palette.
     set_color_scheme(browser, "dark")
     dark = wait_for_chart(browser, lambda c: c["colors"] != drawn["colors"], "dark colours", 5)
     assert dark["regions"] == REGIONS
@@ -205,7 +216,7 @@ def test_chart_draws_every_region_live_with_regressions_highlighted(
     assert all(count > 30 for count in counts), dict(zip(dark["regions"], counts, strict=True))
     screenshot(browser, tmp_path, "dashboard-chart-dark.png")
 
-    # 7. A phone: the chart shrinks to the screen, nothing is wider than the page.
+    # 8. A phone: the chart shrinks to the screen, nothing is wider than the page.
     set_color_scheme(browser, "light")
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", PHONE)
     phone = wait_for_chart(browser, lambda c: 0 < c["width"] < PHONE["width"], "a phone's width")
