@@ -158,6 +158,7 @@ def test_chart_draws_every_region_live_with_regressions_highlighted(
     assert drawn["height"] >= 200
     # ... and each region's line is really on the canvas, in its own colour.
     counts = browser.execute_script(COUNT_COLOUR_PIXELS, drawn["colors"])
+    print("pixels per region (light):", dict(zip(drawn["regions"], counts, strict=True)))
     assert all(count > 30 for count in counts), dict(zip(drawn["regions"], counts, strict=True))
 
     # 2. sin1's region is highlighted: thicker, marked in the legend and named above the chart.
