@@ -25,12 +25,11 @@ offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub), and que
 as soon as it gets its first subscriber if it has no value from the last interval. A tenant's
 channel nobody listens to any more is forgotten at the next tick.
 
-A window topic's channel keeps its window (:mod:`broadcaster.broadcast.window`): its first
-refresh reads the whole window and publishes it as a ``metrics_update``; each later one reads
-only the tail, merges it and publishes a ``metrics_append`` with the new and changed rows. A
-new subscriber (and a ``snapshot`` request) gets the whole window from memory, encoded at most
-once per tick; a failure publishes the error and the whole window marked stale. Refreshes of
-one window channel take turns (a lock), so its rows and its ``seq`` move in step.
+A window topic's channel keeps its window (:mod:`broadcaster.broadcast.window_channel`): its
+first refresh reads the whole window and publishes it as a ``metrics_update``; each later one
+reads only the tail and publishes a ``metrics_append`` with the new and changed rows. A new
+subscriber (and a ``snapshot`` request) gets the whole window from memory; a failure
+publishes the error and the whole window marked stale.
 
 ``seq`` stays the topic's counter: a channel starts from the highest ``seq`` its topic has
 reached, so a tenant's ``seq`` grows by 1 per query of its channel and never goes back, even
@@ -42,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +50,7 @@ import trio
 
 from broadcaster import protocol
 from broadcaster.broadcast.topics import Topic
-from broadcaster.broadcast.window import Window
+from broadcaster.broadcast.window_channel import WindowChannel
 from broadcaster.channels import Channel
 from broadcaster.errors import QueryRejected, SourceError, SourceResponseError
 from broadcaster.hub import Hub
@@ -86,12 +85,8 @@ class ChannelState:
     as_of_unix_s: float | None = None
     # The last frame published and when (trio.current_time()): what a new subscriber gets.
     latest: tuple[Frame, float] | None = None
-    # A window topic's: its window, whether the last value published was stale, the whole
-    # window's frame (made on demand, dropped at each publish), and one refresh at a time.
-    window: Window | None = None
-    stale: bool = False
-    window_frame: Frame | None = None
-    refreshing: trio.Lock = field(default_factory=trio.Lock)
+    # A window topic's window, and what is made from it.
+    window: WindowChannel | None = None
 
 
 class BroadcastLoop:
@@ -182,7 +177,11 @@ class BroadcastLoop:
     def _channel_state(self, channel: Channel) -> ChannelState:
         state = self.channels.get(channel)
         if state is None:
-            state = self.channels[channel] = ChannelState(seq=self.states[channel.topic].seq)
+            spec = self._topics[channel.topic].window
+            state = self.channels[channel] = ChannelState(
+                seq=self.states[channel.topic].seq,
+                window=None if spec is None else WindowChannel(spec),
+            )
         return state
 
     # --- new subscribers: the latest value, or a refresh ------------------------------------
@@ -228,16 +227,9 @@ class BroadcastLoop:
             return None if state.latest is None else state.latest[0]
         if state.last_good_timestamp is None:
             return None
-        if state.window_frame is None:
-            text = protocol.metrics_update(
-                channel.topic,
-                state.seq,
-                state.last_good_timestamp,
-                state.last_good_data,
-                stale=state.stale,
-            )
-            state.window_frame = Frame(text, topic=channel.topic)
-        return state.window_frame
+        return state.window.whole_frame(
+            channel.topic, state.seq, state.last_good_timestamp, state.last_good_data
+        )
 
     def _request_refresh(self, channel: Channel) -> None:
         self._refresh_send.send_nowait(channel)  # never blocks: the buffer is unbounded
@@ -262,10 +254,11 @@ class BroadcastLoop:
         Whatever goes wrong here ends this channel's refresh, never the loop or another
         channel: a failure is reported to the channel's subscribers and the loop goes on.
         """
-        if self._topics[channel.topic].window is None:
+        window = self._channel_state(channel).window
+        if window is None:
             await self._refresh(channel)
             return
-        async with self._channel_state(channel).refreshing:
+        async with window.refreshing:  # see window_channel: appends follow seq
             await self._refresh(channel)
 
     async def _refresh(self, channel: Channel) -> None:
@@ -281,11 +274,10 @@ class BroadcastLoop:
         self._hub.timings.observe_query(name, trio.current_time() - started)
         state.seq += 1
         topic_state.seq = max(topic_state.seq, state.seq)
-        if isinstance(read, _Value):
-            encode = self._encode if state.window is None else self._encode_window
-            outcome = encode(channel, state, read)
+        if isinstance(read, _Value) and state.window is not None:
+            outcome = self._encode_window(channel, state, read)
         else:
-            outcome = read
+            outcome = self._encode(channel, state.seq, read) if isinstance(read, _Value) else read
         try:
             self._record(channel, state, outcome)
             self._publish(channel, state, outcome)
@@ -301,9 +293,7 @@ class BroadcastLoop:
         topic = self._topics[channel.topic]
         read_at_ms = time.time() * 1000
         time_range = None
-        if topic.window is not None:
-            if state.window is None:
-                state.window = Window(topic.window)
+        if state.window is not None:
             read_at_ms = float(int(read_at_ms))
             time_range = state.window.read_range(int(read_at_ms))
         with trio.move_on_after(self._query_timeout_s):
@@ -329,12 +319,13 @@ class BroadcastLoop:
             f"query timed out after {round(self._query_timeout_s * 1000)} ms",
         )
 
-    def _encode(self, channel: Channel, state: ChannelState, value: _Value) -> _Update | _Failure:
+    def _encode(self, channel: Channel, seq: int, value: _Value) -> _Update | _Failure:
         """The value's frame, encoded once for every subscriber; or why it cannot be sent."""
         name = channel.topic
         try:
             timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
-            text = protocol.metrics_update(name, state.seq, timestamp, value.data, stale=False)
+            assert timestamp is not None
+            text = protocol.metrics_update(name, seq, timestamp, value.data, stale=False)
         except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
             log.exception("topic value could not be encoded", **_log_fields(channel))
             return _Failure(
@@ -348,31 +339,26 @@ class BroadcastLoop:
     def _encode_window(
         self, channel: Channel, state: ChannelState, value: _Value
     ) -> _Update | _Failure:
-        """Merge a window topic's answer into its window; the frame is the whole window the
-        first time (``metrics_update``), then only what changed (``metrics_append``)."""
+        """Merge a window topic's answer into its window: the whole window the first time
+        (``metrics_update``), then only what changed (``metrics_append``); or why not."""
         name, window = channel.topic, state.window
         assert window is not None
-        whole = not window.built
-        try:
-            merged = window.merge(value.data, int(value.read_at_ms))
-            data = window.whole()
-        except ValueError as exc:
-            log.exception("window answer could not be merged", **_log_fields(channel))
-            return _Failure(
-                FailureCause.BAD_RESPONSE,
-                str(SourceResponseError(f"unexpected result for window topic {name!r}: {exc}")),
-            )
         timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
         try:
-            if whole:
-                text = protocol.metrics_update(name, state.seq, timestamp, data, stale=False)
-            else:
-                text = protocol.metrics_append(name, state.seq, timestamp, merged.data)
-        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-            log.exception("window value could not be encoded", **_log_fields(channel))
+            text, data = window.encode(
+                name, state.seq, timestamp, value.data, int(value.read_at_ms)
+            )
+        except TypeError as exc:  # orjson.JSONEncodeError
+            log.exception("topic value could not be encoded", **_log_fields(channel))
             return _Failure(
                 FailureCause.BAD_RESPONSE,
                 f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
+            )
+        except ValueError as exc:  # not a window's answer: nothing was merged
+            log.exception("topic result could not be shaped", **_log_fields(channel))
+            return _Failure(
+                FailureCause.BAD_RESPONSE,
+                str(SourceResponseError(f"unexpected result for window topic {name!r}: {exc}")),
             )
         return _Update(Frame(text, topic=name), data, timestamp)
 
@@ -395,7 +381,8 @@ class BroadcastLoop:
 
     def _publish(self, channel: Channel, state: ChannelState, outcome: _Update | _Failure) -> None:
         """Publish the new frame; or the error, then the last good value marked stale."""
-        state.stale = isinstance(outcome, _Failure)
+        if state.window is not None:
+            state.window.published(stale=isinstance(outcome, _Failure))
         if isinstance(outcome, _Update):
             self._publish_update(channel, state, outcome.frame)
             return
@@ -412,7 +399,6 @@ class BroadcastLoop:
         """Publish a ``metrics_update`` (or a window's ``metrics_append``), which also becomes
         the channel's latest value."""
         state.latest = (frame, trio.current_time())
-        state.window_frame = None
         self._hub.publish(channel, frame)
 
 

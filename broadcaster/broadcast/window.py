@@ -168,26 +168,26 @@ class Window:
 
         Raises:
             ValueError: the answer is not a window's (no numeric ``time`` first column, or
-                a series whose columns changed).
+                a series whose columns changed); then nothing was merged.
         """
+        checked = [self._checked(series) for result in results for series in result.series]
         changed: dict[SeriesKey, list[int]] = {}
-        for result in results:
-            for series in result.series:
-                key, times = self._merge_series(series)
-                if times:
-                    changed.setdefault(key, []).extend(times)
+        for key, answer, rows in checked:
+            times = self._merge_rows(key, answer, rows)
+            if times:
+                changed.setdefault(key, []).extend(times)
         self.built = True
         self.from_ms = self.spec.start_ms(now_ms)
         self.to_ms = now_ms
         self._evict()
-        rows = [
+        series = [
             self._series[key].data(t for t in times if t >= self.from_ms)
             for key, times in sorted(changed.items())
             if key in self._series
         ]
-        rows = [one for one in rows if one["values"]]
-        data = {"from": self.from_ms, "to": self.to_ms, "asOf": self._as_of(), "series": rows}
-        return Merged(data, sum(len(one["values"]) for one in rows))
+        sent = [one for one in series if one["values"]]
+        data = {"from": self.from_ms, "to": self.to_ms, "asOf": self._as_of(), "series": sent}
+        return Merged(data, sum(len(one["values"]) for one in sent))
 
     def whole(self) -> dict[str, Any]:
         """The whole window: the ``data`` of a window topic's ``metrics_update``."""
@@ -205,23 +205,28 @@ class Window:
     def _as_of(self) -> str | None:
         return iso_from_unix_ms(self.newest_ms())
 
-    def _merge_series(self, series: Series) -> tuple[SeriesKey, list[int]]:
+    def _checked(self, series: Series) -> tuple[SeriesKey, Series, list[tuple[Any, ...]]]:
+        """A series of an answer, its key and its cleaned rows, or why it cannot be merged."""
         if not series.columns or series.columns[0] != "time":
             raise ValueError(f"series {series.name!r} has no 'time' first column")
         key: SeriesKey = (series.name, tuple(sorted(series.tags.items())))
         held = self._series.get(key)
+        if held is not None and held.columns != series.columns:
+            raise ValueError(f"series {series.name!r} changed columns to {list(series.columns)}")
+        return key, series, [_clean_row(series.name, raw) for raw in series.values]
+
+    def _merge_rows(self, key: SeriesKey, series: Series, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Merge one checked series; the times of the rows that are new or changed."""
+        held = self._series.get(key)
         if held is None:
             held = self._series[key] = _Series(series.name, dict(series.tags), series.columns)
-        elif held.columns != series.columns:
-            raise ValueError(f"series {series.name!r} changed columns to {list(series.columns)}")
         changed = []
-        for raw in series.values:
-            row = _clean_row(series.name, raw)
+        for row in rows:
             time = row[0]
             if held.rows.get(time) != row:
                 held.rows[time] = row
                 changed.append(time)
-        return key, changed
+        return changed
 
     def _evict(self) -> None:
         for key, series in list(self._series.items()):

@@ -106,6 +106,8 @@ class Connection:
         self.last_error: str | None = None
         self.last_ping_rtt_ms: float | None = None
         self.subscriptions: set[str] = set()
+        # When (trio.current_time()) each topic's value was last sent for a ``snapshot``.
+        self.snapshots_sent: dict[str, float] = {}
         # Who holds the connection, once a valid token is presented (--auth-mode jwt).
         self.identity: Identity | None = None
         self.dropped_messages = 0

@@ -131,12 +131,21 @@ def test_a_series_whose_rows_all_fall_out_is_removed() -> None:
     assert window.read_range(later) == ((NOW + 2 * STEP - STEP) // STEP * STEP, later)
 
 
-def test_an_answer_that_is_not_a_windows_is_refused() -> None:
+def test_an_answer_that_is_not_a_windows_is_refused_and_changes_nothing() -> None:
     window = Window(SPEC)
     with pytest.raises(ValueError, match="no 'time' first column"):
         window.merge([StatementResult((Series("m", ("n",), ((1,),)),))], NOW)
     with pytest.raises(ValueError, match="non-numeric time"):
         window.merge([StatementResult((Series("m", ("time", "n"), (("x", 1),)),))], NOW)
+    assert not window.built
+    start, _ = window.read_range(NOW)
+    window.merge(answer(("eu-west", [[start, 1.0, 2.0]])), NOW)
+    before = window.whole()
+    good = Series("pop_metrics", ("time", "mean", "p95"), ((start, 5.0, 6.0),), {"region": "x"})
+    bad = Series("pop_metrics", ("time", "mean"), ((start, 1.0),), {"region": "eu-west"})
+    with pytest.raises(ValueError, match="changed columns"):
+        window.merge([StatementResult((good, bad))], NOW)
+    assert window.whole() == before
 
 
 ROWS = st.lists(
