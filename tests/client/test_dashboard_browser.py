@@ -354,6 +354,11 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
         start_service(ws_port, http_port, database.url, "metrics")
         browser.get(f"http://127.0.0.1:{http_port}/?{CLIENT_QUERY}")
         wait_for_text(browser, "pop-count", lambda t: t == str(len(POPS)), f"{len(POPS)} PoPs")
+        # The chart's window too (its first read is the whole hour): only a topic that had a
+        # good value can be resent stale.
+        wait_for_text(
+            browser, "latency-history-updated", lambda t: t.startswith("Updated "), "a window"
+        )
         assert visible_text(browser, "overview-stale") == ""
         assert visible_text(browser, "notice") == ""
 

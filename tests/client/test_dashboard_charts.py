@@ -245,6 +245,7 @@ def test_freshness_line_warns_when_updates_stop_arriving(
     Fleet(influxd.url, influx_db)
     service = start(start_service, influxd, influx_db, browser)
     wait_for_text(browser, "freshness", lambda t: t.startswith("Data as of "), "fresh data")
+    wait_for_chart(browser, lambda c: c["regions"] == REGIONS, "every region")
     late = browser.find_element(By.ID, "freshness")
     assert late.get_attribute("data-late") == "false"
     service.process.send_signal(signal.SIGSTOP)
