@@ -19,7 +19,13 @@ EXAMPLE = REPO / "examples" / "topics.toml"
 
 def test_the_shipped_example_loads() -> None:
     topics = load_topics_file(EXAMPLE)
-    assert [t.name for t in topics] == ["pop-latest", "region-latency", "region-latency-30m"]
+    assert [t.name for t in topics] == [
+        "pop-latest",
+        "region-latency",
+        "region-latency-30m",
+        "loss-history",
+    ]
+    assert topics[-1].window is not None
     catalog = build_catalog(BUILTIN_TOPICS, EXAMPLE, ("overview", "pop-latest"))
     assert list(catalog) == [
         "overview",
