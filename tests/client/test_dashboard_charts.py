@@ -7,7 +7,7 @@ Nothing is faked. The chart is checked twice over: uPlot's data (through the pag
 colour is drawn). Light and dark mode are switched with the DevTools protocol's
 ``Emulation.setEmulatedMedia`` (prefers-color-scheme), the phone with
 ``Emulation.setDeviceMetricsOverride``; screenshots of each go to ``.artifacts/``.
-The fixtures ``browser`` and ``start_service`` are test_dashboard_browser's (conftest.py).
+The fixtures ``browser`` and ``start_service`` are test_dashboard_browser's.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from demo.generator import InfluxWriter, batches
 from demo.simulation import MINUTE_MS, POPS, Outage, Regression, Simulation
+from tests.client import test_dashboard_browser
 from tests.client.test_dashboard_browser import (
     WAIT_S,
     StartService,
@@ -34,6 +35,11 @@ from tests.client.test_dashboard_browser import (
     wait_for_text,
 )
 from tests.influxd import Influxd, free_ports
+
+# test_dashboard_browser's fixtures, bound here so that they apply to this module only: its
+# start_service (the service as a subprocess) overrides the root conftest's in-process one.
+browser = test_dashboard_browser.browser
+start_service = test_dashboard_browser.start_service
 
 STEP_MS = 10_000  # the demo's write interval and latency-history's resolution
 REGIONS = sorted({pop.region for pop in POPS})
