@@ -2,9 +2,10 @@
 nursery, over loopback): the merged window it delivers is the service's, message after
 message, and a lost ``metrics_append`` makes it ask for a snapshot and carry on.
 
-The values come from the in-process ``FakeSource`` (a window query gets one row in the last
-second it reads), since what is tested is the wire and the client, not the database: the
-real database path of window topics is tests/broadcast/test_window_influxd.py.
+Most values come from the in-process ``FakeSource`` (a window query gets one row in the last
+second it reads), since what is tested is the wire and the client; one test runs the
+built-in ``latency-history`` on a real influxd end to end (the database path in detail is
+tests/broadcast/test_window_influxd.py).
 
 To lose an append, the client connects through :class:`LossyLink`, a TCP relay on loopback
 that forwards every byte except one server frame (the n-th ``metrics_append``). Server frames
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ import trio
 from broadcaster.client import MetricsUpdate, open_client
 from broadcaster.client.window import is_window
 from broadcaster.service import RunningService
-from tests.services import StartService
+from tests.broadcast.test_window_influxd import an_hour_of_points
+from tests.influxd import Influxd
+from tests.services import StartService, StartServiceOnInfluxd
 from tests.wsclient import JSON, connect, next_message, send_json
 
 HISTORY_TOPIC = """
@@ -184,3 +188,30 @@ async def test_a_lost_append_brings_a_snapshot_and_the_window_goes_on(
     assert seen[after]["type"] == "metrics_update"
     assert "gap in the seq of window topic 'history'" in caplog.text
     assert seen[fresh["seq"]].data == fresh["data"]
+
+
+async def test_latency_history_from_a_real_influxd_a_new_point_reaches_the_client(
+    start_service_on_influxd: StartServiceOnInfluxd, influxd: Influxd, influx_db: str
+) -> None:
+    influxd.write(influx_db, an_hour_of_points(int(time.time() * 1000)))
+    service = await start_service_on_influxd(broadcast_interval_ms=500, default_topics="")
+    url = f"ws://127.0.0.1:{service.websocket.port}/ws"
+    async with open_client(url, ["latency-history"]) as client:
+        with trio.fail_after(15):
+            first = await client.__anext__()
+            assert first["type"] == "metrics_update"
+            regions = {s["tags"]["region"]: s["values"] for s in first.data["series"]}
+            assert sorted(regions) == ["eu-west", "us-east"]
+            assert all(355 <= len(rows) <= 361 for rows in regions.values())
+            point_ms = int(time.time() * 1000)
+            influxd.write(
+                influx_db,
+                f"pop_metrics,pop=fra1,region=eu-west latency_ms=999,up=1i {point_ms * 10**6}\n",
+            )
+            async for update in client:
+                [eu_west] = [s for s in update.data["series"] if s["tags"]["region"] == "eu-west"]
+                newest = eu_west["values"][-1]
+                if newest[0] == point_ms // 10_000 * 10_000 and newest[2] == 999:
+                    break
+    assert update.seq > first.seq
+    assert len(eu_west["values"]) >= len(regions["eu-west"])
