@@ -75,11 +75,19 @@ class SubscriptionListener(Protocol):
         """
         ...
 
+    def snapshot(self, channel: Channel) -> Frame | None:
+        """The channel's current value from memory (a window topic's whole window), or None
+        before its first value. Never queries."""
+        ...
+
 
 class _NoLatestValues:
     """The listener of a hub with no broadcast loop: nothing to offer, nothing to query."""
 
     def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+        return None
+
+    def snapshot(self, channel: Channel) -> Frame | None:
         return None
 
 
@@ -346,6 +354,32 @@ class Hub:
         if self._log_subscriptions and left:
             log.debug("unsubscribed", connection_id=connection.id, removed=left)
         connection.offer(Frame(protocol.subscription_confirmed(sorted(connection.subscriptions))))
+
+    def send_snapshot(self, connection: Connection, topic: str) -> None:
+        """Offer ``topic``'s value again, from memory: a ``snapshot`` request, which a client
+        sends when it saw a gap in a window topic's ``seq``. Nothing is offered before the
+        first value (it will come); a topic not subscribed to is an error.
+
+        At most one answer per topic per broadcast interval and connection; more requests
+        are ignored. A whole window is large (about 100 KB for the 1-hour chart) and a
+        request small: without the limit, each allowed message would make the server send
+        2 000 times its size. A client that follows the gap rule asks at most once a tick.
+        """
+        if topic not in self._known_topics:
+            self._report_unknown(connection, (topic,), ())
+            return
+        if topic not in connection.subscriptions:
+            message, fields = protocol.not_subscribed_error(topic)
+            connection.send_error(ErrorCode.NOT_SUBSCRIBED, message, **fields)
+            return
+        now = trio.current_time()
+        last = connection.snapshots_sent.get(topic)
+        if last is not None and now - last < self.broadcast_interval_ms / 1000:
+            return
+        frame = self.subscription_listener.snapshot(self.channel_of(connection, topic))
+        if frame is not None:
+            connection.snapshots_sent[topic] = now
+            connection.offer(frame)
 
     def _report_unknown(
         self, connection: Connection, topics: tuple[str, ...], known: tuple[str, ...]

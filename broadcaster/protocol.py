@@ -50,6 +50,7 @@ class ErrorCode(enum.StrEnum):
     INFLUXDB_UNAVAILABLE = "influxdb_unavailable"
     INVALID_TOKEN = "invalid_token"
     FORBIDDEN_TOPIC = "forbidden_topic"
+    NOT_SUBSCRIBED = "not_subscribed"
 
 
 class FailureCause(enum.StrEnum):
@@ -182,6 +183,22 @@ def metrics_update(
     )
 
 
+def metrics_append(topic: str, seq: int, timestamp: str, data: Any, *, epoch: str) -> str:
+    """What changed in a window topic's window at one tick: ``data`` holds the new window
+    start (``from``), ``to``, ``asOf`` and only the new or changed rows of each series.
+    ``seq`` continues the channel's ``metrics_update`` counter."""
+    return _encode(
+        {
+            "type": "metrics_append",
+            "topic": topic,
+            "seq": seq,
+            "epoch": epoch,
+            "timestamp": timestamp,
+            "data": data,
+        }
+    )
+
+
 def subscription_confirmed(topics: list[str]) -> str:
     """The topics the connection is subscribed to after a subscribe or unsubscribe."""
     return _encode({"type": "subscription_confirmed", "topics": topics})
@@ -232,6 +249,12 @@ def forbidden_topic_error(forbidden: Sequence[str]) -> tuple[str, dict[str, Any]
         "topic without a tenant (the topics allowed are listed in welcome.topics)"
     )
     return message, {"topics": named, "forbiddenCount": len(forbidden)}
+
+
+def not_subscribed_error(topic: str) -> tuple[str, dict[str, Any]]:
+    """The ``message`` and extra fields of a ``not_subscribed`` error (a ``snapshot`` of a
+    topic the connection does not follow)."""
+    return f"not subscribed to {topic!r}: subscribe first", {"topic": topic}
 
 
 def query_failed_error(topic: str, cause: FailureCause, detail: str) -> tuple[str, dict[str, Any]]:
@@ -291,7 +314,15 @@ class Auth:
     token: str = field(repr=False)  # never in a log line
 
 
-ClientMessage = Ping | Subscribe | Unsubscribe | Auth
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """``{"type": "snapshot", "topic": str}``: the topic's whole value again, from memory
+    (what a client that saw a gap in a window topic's ``seq`` asks for)."""
+
+    topic: str
+
+
+ClientMessage = Ping | Subscribe | Unsubscribe | Auth | Snapshot
 
 
 class ProtocolViolation(Exception):
@@ -332,10 +363,22 @@ def parse_client_message(raw: str | bytes) -> ClientMessage:
         return Unsubscribe(_topic_list(message))
     if kind == "auth":
         return Auth(_token(message.get("token")))
+    if kind == "snapshot":
+        return Snapshot(_topic(message.get("topic")))
     raise ProtocolViolation(
         ErrorCode.UNKNOWN_TYPE,
-        f"unknown message type {kind[:64]!r}; expected ping, subscribe, unsubscribe or auth",
+        f"unknown message type {kind[:64]!r}; expected ping, subscribe, unsubscribe, auth"
+        " or snapshot",
     )
+
+
+def _topic(value: object) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_TOPIC_NAME_CHARS:
+        raise ProtocolViolation(
+            ErrorCode.INVALID_MESSAGE,
+            f"'topic' must be a string of 1 to {MAX_TOPIC_NAME_CHARS} characters",
+        )
+    return value
 
 
 def _token(value: object) -> str:

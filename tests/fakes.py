@@ -6,6 +6,7 @@ timing and fan-out, which need a source whose answers and delays the test contro
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,10 +26,14 @@ from broadcaster.ws.connection import Connection
 from broadcaster.ws.frames import Frame
 from broadcaster.ws.policy import ClientInfo, ConnectionPolicy, OutputLimits
 
+# The end of the range a window topic's query reads (broadcaster.broadcast.window.time_filter).
+WINDOW_END = re.compile(r"time < (\d+)ms")
+
 
 @dataclass
 class FakeSource:
-    """Answers every query with a counter value; can be made slow or down."""
+    """Answers every query with a counter value; can be made slow or down. A window topic's
+    query (its ``$timeFilter`` filled) gets one row ``[time, n]`` in the last second it reads."""
 
     delay_s: float = 0.0
     down: bool = False
@@ -44,6 +49,11 @@ class FakeSource:
             raise SourceUnavailable("InfluxDB at fake unreachable: connection refused")
         if self.rejected:
             raise QueryRejected("InfluxDB rejected the query (HTTP 400): error parsing query")
+        window_end = WINDOW_END.search(statements)
+        if window_end is not None:  # a window topic's read: one row, in its newest second
+            newest_s = (int(window_end[1]) - 1) // 1000
+            row = (newest_s * 1000, len(self.calls))
+            return [StatementResult((Series(name="m", columns=("time", "n"), values=(row,)),))]
         series = Series(name="m", columns=("n",), values=((len(self.calls),),))
         return [StatementResult((series,))]
 

@@ -8,6 +8,8 @@ functions, so ``uv run pytest`` alone works too.
 
     scripts/bench_node      -> .bench/node            npm `ws` (compatibility test, bench)
     scripts/protocol_tools  -> .bench/protocol-tools  @asyncapi/parser, typescript
+    scripts/dashboard_vendor -> .bench/dashboard-vendor  uplot (the dashboard's chart library,
+                               whose built files are vendored: :data:`VENDORED_UPLOT`)
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ MIN_NODE = (18, 14)
 LOCKED_FILES = ("package.json", "package-lock.json")
 PROTOCOL_TOOLS_DIR = REPO / "scripts" / "protocol_tools"  # committed
 PROTOCOL_TOOLS_MODULES = REPO / ".bench" / "protocol-tools" / "node_modules"  # ignored
+DASHBOARD_VENDOR_DIR = REPO / "scripts" / "dashboard_vendor"  # committed
+DASHBOARD_VENDOR_MODULES = REPO / ".bench" / "dashboard-vendor" / "node_modules"  # ignored
+UPLOT_VENDOR_DIR = REPO / "broadcaster" / "static" / "vendor" / "uplot"  # committed, shipped
+# The files of the pinned uplot package (under node_modules) that the dashboard ships, and
+# their names under UPLOT_VENDOR_DIR: scripts/vendor_uplot.py copies them,
+# tests/static/test_vendor.py checks that the committed copies are the pinned package's.
+VENDORED_UPLOT = {
+    "uplot/dist/uPlot.iife.min.js": "uPlot.iife.min.js",
+    "uplot/dist/uPlot.min.css": "uPlot.min.css",
+    "uplot/LICENSE": "LICENSE",
+}
 
 
 class NodeUnavailable(RuntimeError):
@@ -71,8 +84,18 @@ def npm_ci(package_dir: Path, prefix: Path, probe: str) -> Path:
         shutil.copyfile(package_dir / name, prefix / name)
     npm = shutil.which("npm")
     assert npm is not None  # checked by ensure_node
+    # The real path: npm takes a prefix reached through a symlink (a .bench linked from another
+    # checkout) for a link to a package named after the folder, missing from the lock file.
     done = subprocess.run(
-        [npm, "ci", "--prefix", str(prefix), "--ignore-scripts", "--no-audit", "--no-fund"],
+        [
+            npm,
+            "ci",
+            "--prefix",
+            str(prefix.resolve()),
+            "--ignore-scripts",
+            "--no-audit",
+            "--no-fund",
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -94,8 +117,18 @@ def ensure_protocol_tools() -> Path:
     return npm_ci(PROTOCOL_TOOLS_DIR, PROTOCOL_TOOLS_MODULES.parent, "typescript/package.json")
 
 
+def ensure_dashboard_vendor() -> Path:
+    """The locked uplot package; its node_modules folder.
+
+    Raises:
+        NodeUnavailable: as :func:`npm_ci`.
+    """
+    return npm_ci(DASHBOARD_VENDOR_DIR, DASHBOARD_VENDOR_MODULES.parent, "uplot/package.json")
+
+
 if __name__ == "__main__":  # scripts/test: install every locked package before pytest
     from tests.node_ws import ensure_node_ws
 
     ensure_node_ws()
     ensure_protocol_tools()
+    ensure_dashboard_vendor()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -41,6 +42,23 @@ from tests.services import make_settings, write_topics_file
 from tests.wsclient import JSON, connect, next_message, send_json
 
 VALIDATE = REPO / "scripts" / "protocol_tools" / "validate-asyncapi.mjs"
+
+
+HISTORY_TOPIC = """
+[[topic]]
+name = "history"
+kind = "window"
+window = "1m"
+resolution = "1s"
+query = "SELECT n FROM m WHERE $timeFilter GROUP BY time(1s)"
+"""
+
+
+def feed_and_history_topics(directory: Path) -> Path:
+    """A topics file with ``feed`` (a plain topic) and ``history`` (a window topic)."""
+    path = Path(write_topics_file(directory, feed="SELECT feed"))
+    path.write_text(path.read_text() + HISTORY_TOPIC)
+    return path
 
 
 def schemas() -> dict[str, Any]:
@@ -116,6 +134,21 @@ def test_what_the_protocol_module_builds_matches_the_document() -> None:
         protocol.welcome("ws_1_1795308854343", ["a"], ["a"], 10_000, identity=identity),
         protocol.auth_refreshed(1.8e9 + 0.5),
         protocol.metrics_update("a", 1, protocol.iso_now(), {"v": 1}, stale=True, epoch="e1"),
+        protocol.metrics_append(
+            "h",
+            2,
+            protocol.iso_now(),
+            {
+                "from": 1,
+                "to": 2,
+                "asOf": None,
+                "series": [{"name": "m", "tags": {}, "columns": ["time"], "values": [[1]]}],
+            },
+            epoch="e1",
+        ),
+        protocol.error(
+            ErrorCode.NOT_SUBSCRIBED, *protocol.not_subscribed_error("h")[:1], topic="h"
+        ),
         protocol.subscription_confirmed([]),
         protocol.server_shutdown("server shutting down", 0),
         protocol.error(ErrorCode.INVALID_TOPIC, unknown_message, **unknown_extra),
@@ -135,6 +168,7 @@ def test_client_messages_the_server_accepts_match_the_document() -> None:
         {"type": "auth", "token": "x" * protocol.MAX_TOKEN_CHARS},
         *({"type": "ping", "id": i} for i in (None, False, 2**64 - 1, -(2**63), 1e18, "i" * 128)),
         {"type": "ping"},
+        {"type": "snapshot", "topic": "t" * protocol.MAX_TOPIC_NAME_CHARS},
     ]
     refused: list[JSON] = [
         {"type": "subscribe", "topics": []},
@@ -143,6 +177,8 @@ def test_client_messages_the_server_accepts_match_the_document() -> None:
         {"type": "ping", "id": [1]},
         {"type": "ping", "id": -(2.0**64)},
         {"type": "ping", "id": "i" * 129},
+        {"type": "snapshot", "topic": ""},
+        {"type": "snapshot"},
     ]
     for message in accepted:
         protocol.parse_client_message(orjson.dumps(message).decode())  # does not raise
@@ -177,8 +213,9 @@ async def test_every_message_the_service_sends_matches_the_document(
 ) -> None:
     source = FakeSource()
     stop = trio.Event()
+    topics_file = feed_and_history_topics(tmp_path)
     settings = make_settings(
-        topics_file=write_topics_file(tmp_path, feed="SELECT feed"),
+        topics_file=topics_file,
         default_topics="feed",
         broadcast_interval_ms=200,
         client_message_burst=30,
@@ -192,6 +229,15 @@ async def test_every_message_the_service_sends_matches_the_document(
         await read.until({"type": "metrics_update", "stale": False})
 
         await send_json(ws, {"type": "unsubscribe", "topics": ["feed"]})
+        await read.until({"type": "subscription_confirmed", "topics": []})
+        await send_json(ws, {"type": "snapshot", "topic": "feed"})
+        await read.until({"type": "error", "code": "not_subscribed", "topic": "feed"})
+        await send_json(ws, {"type": "subscribe", "topics": ["history"]})
+        await read.until({"type": "metrics_update", "topic": "history"})
+        await read.until({"type": "metrics_append", "topic": "history"})
+        await send_json(ws, {"type": "snapshot", "topic": "history"})
+        await read.until({"type": "metrics_update", "topic": "history"})
+        await send_json(ws, {"type": "unsubscribe", "topics": ["history"]})
         await read.until({"type": "subscription_confirmed", "topics": []})
         await send_json(ws, {"type": "subscribe", "topics": ["feed", "nope"]})
         await read.until({"type": "error", "code": "invalid_topic"})

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from broadcaster.ops.http import CONTENT_TYPES
 from tests import REPO
 from tests.influxd import free_port, free_ports
 
@@ -34,7 +35,13 @@ pytestmark = pytest.mark.package
 BUILD_TIMEOUT_S = 120
 INSTALL_TIMEOUT_S = 300
 READY_TIMEOUT_S = 30
-STATIC_FILES = sorted(p.name for p in (REPO / "broadcaster" / "static").iterdir() if p.is_file())
+STATIC_DIR = REPO / "broadcaster" / "static"
+# Every file of static/, its subfolders too (vendor/uplot/: the chart library and its licence).
+STATIC_FILES = sorted(
+    p.relative_to(STATIC_DIR).as_posix() for p in STATIC_DIR.rglob("*") if p.is_file()
+)
+# The ones the service serves (by their suffix; the licence ships but is not served).
+SERVED_FILES = [name for name in STATIC_FILES if Path(name).suffix in CONTENT_TYPES]
 
 
 def _uv() -> str:
@@ -75,6 +82,7 @@ def test_wheel_holds_the_package_with_its_static_files_and_nothing_else(dist: Pa
     assert [n for n in names if n.startswith("broadcaster/static/")] == sorted(
         f"broadcaster/static/{name}" for name in STATIC_FILES
     )
+    assert "broadcaster/static/vendor/uplot/LICENSE" in names  # uPlot's MIT licence ships too
     metadata = zipfile.ZipFile(wheel).read(f"{wheel.name.split('-py3')[0]}.dist-info/METADATA")
     assert b"\nName: influxdb-broadcaster\n" in metadata
     entry_points = zipfile.ZipFile(wheel).read(
@@ -118,13 +126,14 @@ def test_installed_wheel_runs_and_serves_the_dashboard(dist: Path, tmp_path: Pat
     try:
         base = f"http://127.0.0.1:{http_port}"
         _wait_ready(service, f"{base}/", log_path)
-        for name in STATIC_FILES:
+        assert "vendor/uplot/uPlot.iife.min.js" in SERVED_FILES
+        for name in SERVED_FILES:
             response = httpx.get(f"{base}/static/{name}", timeout=5)
             assert response.status_code == 200, name
-            assert response.content == (REPO / "broadcaster" / "static" / name).read_bytes()
+            assert response.content == (STATIC_DIR / name).read_bytes()
         page = httpx.get(f"{base}/", timeout=5)
         assert page.status_code == 200
-        assert page.content == (REPO / "broadcaster" / "static" / "index.html").read_bytes()
+        assert page.content == (STATIC_DIR / "index.html").read_bytes()
     finally:
         if service.poll() is None:
             service.send_signal(signal.SIGTERM)

@@ -46,6 +46,7 @@ PING_ID_RULE = (
     "2^64-1) or a string of at most 128 characters"
 )
 TOPICS_RULE = "'topics' must be a non-empty list of topic names"
+SNAPSHOT_RULE = "'topic' must be a string of 1 to 128 characters"
 TOPIC_NAME_RULE = "every topic must be a string of 1 to 128 characters"
 
 # --- unit tests -----------------------------------------------------------------------------
@@ -81,6 +82,7 @@ def test_the_limits_are_the_documented_ones() -> None:
             Subscribe(tuple(f"t{n}" for n in range(100))),
         ),
         (json.dumps({"type": "subscribe", "topics": ["x" * 128]}), Subscribe(("x" * 128,))),
+        ('{"type": "snapshot", "topic": "latency-history"}', protocol.Snapshot("latency-history")),
     ],
 )
 def test_accepted_messages(raw: str, expected: protocol.ClientMessage) -> None:
@@ -144,14 +146,23 @@ def test_ping_ids_that_cannot_be_echoed_exactly_are_refused(id_literal: str) -> 
         (
             '{"type": "dance"}',
             ErrorCode.UNKNOWN_TYPE,
-            "unknown message type 'dance'; expected ping, subscribe, unsubscribe or auth",
+            "unknown message type 'dance'; expected ping, subscribe, unsubscribe, auth or snapshot",
         ),
         (
             json.dumps({"type": "d" * 100}),
             ErrorCode.UNKNOWN_TYPE,
-            f"unknown message type {'d' * 64!r}; expected ping, subscribe, unsubscribe or auth",
+            f"unknown message type {'d' * 64!r}; expected ping, subscribe, unsubscribe, auth"
+            " or snapshot",
         ),
         ('{"type": "subscribe"}', ErrorCode.INVALID_MESSAGE, TOPICS_RULE),
+        ('{"type": "snapshot"}', ErrorCode.INVALID_MESSAGE, SNAPSHOT_RULE),
+        ('{"type": "snapshot", "topic": ""}', ErrorCode.INVALID_MESSAGE, SNAPSHOT_RULE),
+        ('{"type": "snapshot", "topic": ["a"]}', ErrorCode.INVALID_MESSAGE, SNAPSHOT_RULE),
+        (
+            json.dumps({"type": "snapshot", "topic": "x" * 129}),
+            ErrorCode.INVALID_MESSAGE,
+            SNAPSHOT_RULE,
+        ),
         ('{"type": "subscribe", "topics": "cpu"}', ErrorCode.INVALID_MESSAGE, TOPICS_RULE),
         ('{"type": "unsubscribe", "topics": []}', ErrorCode.INVALID_MESSAGE, TOPICS_RULE),
         ('{"type": "subscribe", "topics": [1, 2]}', ErrorCode.INVALID_MESSAGE, TOPIC_NAME_RULE),

@@ -70,7 +70,7 @@ async def test_welcome_then_default_topics_at_once(start_service: StartService) 
         welcome = await next_message(ws)
         assert welcome["type"] == "welcome"
         assert re.fullmatch(r"ws_\d+_\d{13}", welcome["connectionId"])
-        assert set(welcome["topics"]) == {"overview", "regressions", "cpu"}
+        assert set(welcome["topics"]) == {"overview", "regressions", "latency-history", "cpu"}
         assert welcome["subscribed"] == ["overview", "regressions"]
         assert welcome["broadcastIntervalMs"] == 60_000
         assert welcome["timestamp"].endswith("Z")
@@ -119,7 +119,7 @@ async def test_ping_gets_pong_with_its_id(start_service: StartService) -> None:
         assert "id" not in await next_message(ws)
 
 
-NO_SUCH_TOPIC = "unknown topic 'no-such-topic'; available topics: 3 (listed in welcome.topics)"
+NO_SUCH_TOPIC = "unknown topic 'no-such-topic'; available topics: 4 (listed in welcome.topics)"
 TOPICS_LIST = "'topics' must be a non-empty list of topic names"
 
 
@@ -130,7 +130,7 @@ TOPICS_LIST = "'topics' must be a non-empty list of topic names"
         (
             '{"type": "dance"}',
             "unknown_type",
-            "unknown message type 'dance'; expected ping, subscribe, unsubscribe or auth",
+            "unknown message type 'dance'; expected ping, subscribe, unsubscribe, auth or snapshot",
         ),
         ('{"type": "subscribe"}', "invalid_message", TOPICS_LIST),
         ('{"type": "subscribe", "topics": "cpu"}', "invalid_message", TOPICS_LIST),

@@ -91,6 +91,18 @@ def test_invalid_topics_file_exits_2(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_window_query_without_its_group_by_time_exits_2(tmp_path: Path) -> None:
+    topics = tmp_path / "topics.toml"
+    topics.write_text(
+        '[[topic]]\nname = "h"\nkind = "window"\nwindow = "1h"\nresolution = "10s"\n'
+        'query = "SELECT mean(v) FROM m WHERE $timeFilter GROUP BY host"\n'
+    )
+    result = run_cli("serve", "--topics-file", str(topics))
+    assert result.returncode == 2
+    assert "must GROUP BY time(10s)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_flag_beats_environment_beats_default() -> None:
     args = build_parser().parse_args(["serve", "--ws-port", "9001"])
     environ = {"BROADCASTER_WS_PORT": "9002", "BROADCASTER_HTTP_PORT": "9003"}

@@ -66,6 +66,7 @@ from broadcaster.broadcast.outcomes import (
 from broadcaster.broadcast.state import ChannelState, TopicState
 from broadcaster.broadcast.ticks import next_tick, tick_instant, tick_number
 from broadcaster.broadcast.topics import Topic
+from broadcaster.broadcast.window_channel import WindowChannel
 from broadcaster.channels import Channel
 from broadcaster.cluster.broker import Broker, BrokerUnavailable, Claim, Publication
 from broadcaster.cluster.local import LocalBroker
@@ -223,7 +224,9 @@ class BroadcastLoop:
     def _channel_state(self, channel: Channel) -> ChannelState:
         state = self.channels.get(channel)
         if state is None:
-            state = self.channels[channel] = ChannelState()
+            spec = self._topics[channel.topic].window
+            window = None if spec is None else WindowChannel(spec)
+            state = self.channels[channel] = ChannelState(window=window)
         return state
 
     # --- new subscribers: the latest value, or a refresh ------------------------------------
@@ -237,6 +240,8 @@ class BroadcastLoop:
         is looked up (the broker's last value, else a query); a followed channel's next tick
         comes within an interval anyway.
         """
+        if self._topics[channel.topic].window is not None:
+            return self._on_window_subscribe(channel, first=first)
         if channel in self._refresh_pending:
             return None
         state = self.channels.get(channel)
@@ -246,6 +251,35 @@ class BroadcastLoop:
         if first:
             self._request_refresh(channel)
         return None
+
+    def _on_window_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
+        """A window channel offers its whole window from memory whenever it has one (the
+        appends that follow continue its ``seq``); a first subscriber with no value from the
+        last interval also gets a refresh, which reads the whole window if there is none."""
+        state = self.channels.get(channel)
+        latest = None if state is None else state.latest
+        recent = latest is not None and trio.current_time() - latest[1] < self._interval_s
+        if first and not recent and channel not in self._refresh_pending:
+            self._request_refresh(channel)
+        return self.snapshot(channel)
+
+    def snapshot(self, channel: Channel) -> Frame | None:
+        """The channel's value from memory, for a ``snapshot`` request: a window topic's
+        whole window, another topic's latest update; None before its first value."""
+        state = self.channels.get(channel)
+        if state is None:
+            return None
+        if state.window is None:
+            return None if state.latest is None else state.latest[0]
+        if state.last_good_timestamp is None or state.epoch is None:
+            return None
+        return state.window.whole_frame(
+            channel.topic,
+            state.seq,
+            state.last_good_timestamp,
+            state.last_good_data,
+            epoch=state.epoch,
+        )
 
     def _request_refresh(self, channel: Channel) -> None:
         self._refresh_send.send_nowait(channel)  # never blocks: the buffer is unbounded
@@ -288,6 +322,11 @@ class BroadcastLoop:
         claim (in a cluster) is finished even while the service stops, within the query and
         broker timeouts, so that a node leaving the cluster costs the others no tick.
         """
+        window = self._channel_state(channel).window
+        if window is not None:
+            async with window.refreshing:  # see window_channel: appends follow seq
+                await self._refresh_window(channel, window)
+            return
         deadline = trio.current_time() + self._query_timeout_s + 3 * BROKER_TIMEOUT_S
         with trio.CancelScope(shield=self._clustered, deadline=deadline):
             won = await self._claim(channel, tick_id)
@@ -353,15 +392,24 @@ class BroadcastLoop:
             state.last_update = last.publication.update
             state.as_of_unix_s = last.publication.as_of_unix_s
 
-    async def _read(self, channel: Channel) -> Value | Failure:
-        """Query and shape one channel's value, or say why not, within the query timeout."""
+    async def _read(self, channel: Channel, window: WindowChannel | None = None) -> Value | Failure:
+        """Query and shape one channel's value, or say why not, within the query timeout.
+
+        A window topic's value is the raw answer for the range its window needs next.
+        """
         topic = self._topics[channel.topic]
         read_at_ms = time.time() * 1000
+        time_range = None
+        if window is not None:
+            read_at_ms = float(int(read_at_ms))
+            time_range = window.read_range(int(read_at_ms))
         with trio.move_on_after(self._query_timeout_s):
             try:
-                results = await self._source.query(topic.query_for(channel.tenant))
+                results = await self._source.query(topic.query_for(channel.tenant, time_range))
             except SourceError as exc:
                 return Failure(cause_of(exc), str(exc))
+            if time_range is not None:
+                return Value(results, read_at_ms)
             try:
                 return Value(topic.shape(results), read_at_ms)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -458,3 +506,74 @@ class BroadcastLoop:
             topic_state.failures += 1
             log.exception("topic delivery failed", **log_fields(channel))
         return True
+
+    # --- window topics: each node keeps and refreshes its own windows ------------------------
+
+    async def _refresh_window(self, channel: Channel, window: WindowChannel) -> None:
+        """Read what the window needs (all of it first, then the tail), merge it, and publish
+        the whole window (first) or what changed (``metrics_append``) to this node's
+        subscribers; or the error and the whole window marked stale.
+
+        Windows live in each node's memory, so a window channel is refreshed by every node
+        that has subscribers to it, with the node's own numbering (``epoch``), not through
+        the cluster's lease.
+        """
+        name = channel.topic
+        topic_state, state = self.states[name], self._channel_state(channel)
+        topic_state.queries += 1
+        started = trio.current_time()
+        try:
+            read = await self._read(channel, window)
+        except Exception as exc:  # a bug reached by this channel's data: contained to it
+            read = internal_failure(channel, exc)
+        self._hub.timings.observe_query(name, trio.current_time() - started)
+        state.seq, state.epoch = state.seq + 1, self._fallback.epoch
+        topic_state.seq = max(topic_state.seq, state.seq)
+        outcome = self._encode_window(channel, state, window, read)
+        try:
+            self._record(channel, outcome)
+            window.published(stale=isinstance(outcome, Failure))
+            if isinstance(outcome, Failure):
+                message, fields = protocol.query_failed_error(name, outcome.cause, outcome.text)
+                self._hub.publish_error(channel, ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
+                frame = self.snapshot(channel)  # the whole window, marked stale
+            else:
+                frame = Frame(outcome.text, topic=name)
+            if frame is not None:
+                state.latest = (frame, trio.current_time())
+                self._hub.publish(channel, frame)
+        except Exception:  # a bug in recording or fanning out this channel: contained to it
+            topic_state.failures += 1
+            log.exception("topic refresh failed", **log_fields(channel))
+
+    def _encode_window(
+        self, channel: Channel, state: ChannelState, window: WindowChannel, read: Value | Failure
+    ) -> Update | Failure:
+        """Merge a window topic's answer into its window: the whole window the first time
+        (``metrics_update``), then only what changed (``metrics_append``); or why not."""
+        if isinstance(read, Failure):
+            return read
+        name = channel.topic
+        timestamp = protocol.iso_from_unix_ms(read.read_at_ms)
+        assert timestamp is not None
+        assert state.epoch is not None
+        try:
+            text, data = window.encode(
+                name, state.seq, timestamp, read.data, int(read.read_at_ms), epoch=state.epoch
+            )
+        except TypeError as exc:  # orjson.JSONEncodeError
+            log.exception("topic value could not be encoded", **log_fields(channel))
+            return Failure(
+                FailureCause.BAD_RESPONSE,
+                f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
+            )
+        except ValueError as exc:  # not a window's answer: nothing was merged
+            log.exception("topic result could not be shaped", **log_fields(channel))
+            return Failure(
+                FailureCause.BAD_RESPONSE,
+                str(SourceResponseError(f"unexpected result for window topic {name!r}: {exc}")),
+            )
+        except Exception as exc:
+            return internal_failure(channel, exc)
+        state.last_good_data, state.last_good_timestamp = data, timestamp
+        return Update(text, data)

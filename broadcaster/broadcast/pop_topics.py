@@ -1,5 +1,8 @@
 """The built-in topics: a fleet overview and the latency regressions of our PoPs.
 
+``latency-history`` is a window topic (:mod:`broadcaster.broadcast.window`), not among the
+default topics: the dashboard's chart subscribes to it.
+
 They read the ``pop_metrics`` measurement (tags ``pop``, ``region``; fields ``latency_ms``,
 ``packet_loss_pct``, ``up``) that scripts/generate_metrics.py writes. Each topic is one HTTP
 request holding several statements, and a pure ``shape`` turning the answers into JSON-ready
@@ -20,7 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broadcaster.broadcast.topics import Topic
+from broadcaster.broadcast.topics import Topic, series_data
+from broadcaster.broadcast.window import WindowSpec
 from broadcaster.errors import SourceResponseError
 from broadcaster.protocol import iso_from_unix_ms
 from broadcaster.sources.base import Series, StatementResult
@@ -46,6 +50,11 @@ LATEST = (
     " WHERE time > now() - 2m GROUP BY pop, region ORDER BY time DESC LIMIT 1"
 )
 REGRESSION_STATEMENTS = (BASELINE, CURRENT, BUCKETS, NEWEST)
+# The latency-history window topic: mean and p95 per region, 10 s steps over the last hour.
+LATENCY_HISTORY = (
+    "SELECT mean(latency_ms) AS mean, percentile(latency_ms, 95) AS p95 FROM pop_metrics"
+    " WHERE $timeFilter GROUP BY time(10s), region fill(none)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,5 +254,12 @@ BUILTIN_TOPICS: tuple[Topic, ...] = (
         query="; ".join(REGRESSION_STATEMENTS),
         shape=regressions_data,
         description="PoPs whose latency is over 1.4x their hourly median, worst first",
+    ),
+    Topic(
+        name="latency-history",
+        query=LATENCY_HISTORY,
+        shape=series_data,  # unused: a window topic's answers are merged into its window
+        description="mean and p95 latency per region over the last hour, 10 s steps (window)",
+        window=WindowSpec.parse("1h", "10s"),
     ),
 )

@@ -12,7 +12,8 @@ Modules: ``client`` (the API), ``loop`` (connect, serve, reconnect), ``link`` (o
 connection and its clean close), ``auth`` (tokens and when to refresh them), ``refresh``
 (one connection's token and its in-band refresh), ``backoff``
 (policies and delay arithmetic), ``status`` (states and watching them), ``mailbox`` (latest
-update per topic), ``messages`` (wire format), ``watch`` (the ``broadcaster watch`` terminal
+update per topic), ``messages`` (wire format), ``window`` (window topics: merging appends,
+snapshots after a gap), ``watch`` (the ``broadcaster watch`` terminal
 tail).
 
 The client logs through the standard ``logging`` module, to loggers under

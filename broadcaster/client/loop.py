@@ -33,6 +33,7 @@ a fresh token. A 4001 (invalid or missing token: the same token would be refused
 one in turn) ends the loop in state ``stopped``.
 
 While connected, two tasks share the link: the receive loop (updates into the mailbox,
+window topics' appends merged into their windows first, see :mod:`broadcaster.client.window`,
 pongs to the heartbeat) and the heartbeat (a ``ping`` every interval; no ``pong`` in time
 means the link is dead). The first to fail ends the link. With a token provider and a
 ``welcome`` that says ``authExpiresAt``, a third task refreshes the token in-band before it
@@ -84,6 +85,7 @@ from broadcaster.client.messages import (
 from broadcaster.client.refresh import TokenLease
 from broadcaster.client.status import ClientStopped, ConnectionState, StatusBoard
 from broadcaster.client.subscriptions import Subscriptions
+from broadcaster.client.window import Windows
 from broadcaster.protocol import CloseCode
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,8 @@ class _Attempt:
     closed_with: tuple[int, str] | None = None
     ping: _Ping | None = None
     lease: TokenLease | None = None
+    # The window topics' windows: per connection, as the server sends them whole to each.
+    windows: Windows = field(default_factory=Windows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +372,31 @@ class ConnectionLoop:
             if message is None:
                 log.warning("ignored a frame that is not a JSON object with a type")
                 continue
-            self._dispatch(message, attempt)
+            if message["type"] == "metrics_append":
+                await self._on_append(link, message, attempt)
+            else:
+                self._dispatch(message, attempt)
+
+    async def _on_append(self, link: Link, message: JSON, attempt: _Attempt) -> None:
+        """A window topic's append: its merged window goes to the mailbox; after a lost one,
+        a ``snapshot`` request brings the whole window again."""
+        topic = message.get("topic")
+        if topic not in self._topics:
+            return
+        try:
+            outcome = attempt.windows.on_append(message)
+        except ValueError as exc:
+            log.warning("ignored %s of topic %r", exc, topic, extra={"topic": topic})
+            return
+        if outcome.update is not None:
+            self._mailbox.put(outcome.update)
+        if outcome.ask_snapshot:
+            log.info(
+                "gap in the seq of window topic %r; asking for a snapshot",
+                topic,
+                extra={"topic": topic, "seq": message.get("seq")},
+            )
+            await link.ws.send_message(encode({"type": "snapshot", "topic": topic}))
 
     def _dispatch(self, message: JSON, attempt: _Attempt) -> None:
         kind = message["type"]
@@ -380,6 +408,7 @@ class ConnectionLoop:
                     "ignored a malformed metrics_update of topic %r", topic, extra={"topic": topic}
                 )
             elif update.topic in self._topics:
+                attempt.windows.on_update(update)
                 self._mailbox.put(update)
         elif kind == "pong":
             ping = attempt.ping

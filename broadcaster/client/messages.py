@@ -23,6 +23,11 @@ JSON = dict[str, Any]
 class MetricsUpdate:
     """One ``metrics_update``: typed fields, and the whole decoded message in ``message``.
 
+    For a window topic, each ``metrics_append`` is merged and delivered as the whole window:
+    a ``MetricsUpdate`` whose ``data`` (and ``message["data"]``) is the merged window and whose
+    ``message`` is the append's, with ``type`` ``metrics_update`` (see
+    :mod:`broadcaster.client.window`).
+
     Attributes:
         topic: the topic.
         seq: the topic's query counter on the server (see docs/protocol.md, ``seq``).

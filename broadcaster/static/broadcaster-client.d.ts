@@ -47,6 +47,52 @@ export interface MetricsUpdateMessage<Data = Record<string, unknown>> {
   data: Data;
 }
 
+/** One series of a window: a measurement and its GROUP BY tags, one row per resolution step
+ * with data, sorted by time. A row is `[bucket start in Unix ms, ...one value per column]`. */
+export interface WindowSeries {
+  name: string;
+  tags: Record<string, string>;
+  /** "time" first, then the query's fields, e.g. ["time", "mean", "p95"]. */
+  columns: string[];
+  values: Array<[number, ...Array<number | string | boolean | null>]>;
+}
+
+/** A window topic's whole window (`latency-history`): the `data` of its metrics_update, and
+ * what the client emits after merging each metrics_append. */
+export interface WindowData {
+  /** The window's length and resolution as in the topics file, e.g. "1h" and "10s". */
+  window: string;
+  resolution: string;
+  /** The window start (Unix ms, a whole resolution step): no row is older. */
+  from: number;
+  /** The end of the range covered (Unix ms, exclusive). */
+  to: number;
+  /** The time of the newest row, or null with no row. */
+  asOf: Timestamp | null;
+  series: WindowSeries[];
+}
+
+/** What changed in a window: only new or changed rows, and the new window start. */
+export interface WindowAppendData {
+  from: number;
+  to: number;
+  asOf: Timestamp | null;
+  series: WindowSeries[];
+}
+
+/** A window topic's rows that are new or changed since the topic's previous message. `seq`
+ * continues the topic's metrics_update counter: anything but last + 1 means a lost append
+ * (the client then sends a `snapshot`). The client merges it and emits a metrics_update. */
+export interface MetricsAppendMessage {
+  type: "metrics_append";
+  topic: string;
+  seq: number;
+  /** The numbering `seq` belongs to, as on metrics_update. */
+  epoch: string;
+  timestamp: Timestamp;
+  data: WindowAppendData;
+}
+
 /** The answer to a subscribe or unsubscribe: all the topics subscribed now, sorted. */
 export interface SubscriptionConfirmedMessage {
   type: "subscription_confirmed";
@@ -73,7 +119,8 @@ export type ErrorCode =
   | "rate_limited"
   | "influxdb_unavailable"
   | "invalid_token"
-  | "forbidden_topic";
+  | "forbidden_topic"
+  | "not_subscribed";
 
 /** Why a topic's query failed (`influxdb_unavailable` only). New causes may be added. */
 export type FailureCause =
@@ -95,7 +142,7 @@ export interface ErrorMessage {
   unknownCount?: number;
   /** forbidden_topic: how many names the token does not allow. */
   forbiddenCount?: number;
-  /** influxdb_unavailable: the topic whose query failed. */
+  /** influxdb_unavailable: the topic whose query failed; not_subscribed: the snapshot's. */
   topic?: string;
   /** influxdb_unavailable: why. */
   cause?: FailureCause;
@@ -120,6 +167,7 @@ export interface ServerShutdownMessage {
 export type ServerMessage =
   | WelcomeMessage
   | MetricsUpdateMessage
+  | MetricsAppendMessage
   | SubscriptionConfirmedMessage
   | PongMessage
   | ErrorMessage
@@ -150,8 +198,20 @@ export interface AuthMessage {
   token: string;
 }
 
+/** Ask for a subscribed topic's whole value again (the client sends it after a seq gap in a
+ * window topic); answered with a metrics_update from memory. */
+export interface SnapshotMessage {
+  type: "snapshot";
+  topic: string;
+}
+
 /** Any message a client sends. */
-export type ClientMessage = SubscribeMessage | UnsubscribeMessage | PingMessage | AuthMessage;
+export type ClientMessage =
+  | SubscribeMessage
+  | UnsubscribeMessage
+  | PingMessage
+  | AuthMessage
+  | SnapshotMessage;
 
 // ---- the client -----------------------------------------------------------------------------
 
@@ -318,3 +378,7 @@ export declare function rttQuality(
 ): RttQuality | null;
 /** The label a page shows for a status: "Connected", "Reconnecting 2 of 5", ... */
 export declare function statusLabel(status: ClientStatus): string;
+/** Whether a metrics_update's data is a window topic's whole window. */
+export declare function isWindow(data: unknown): data is WindowData;
+/** `window` with `append` merged by the protocol's rule (neither is changed). */
+export declare function applyAppend(window: WindowData, append: WindowAppendData): WindowData;

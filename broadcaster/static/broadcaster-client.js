@@ -36,8 +36,17 @@
 //   no reconnection; the state is "stopped", status.lastClose says why, and a "stopped" event
 //   carries { code, reason }. connect() starts again (e.g. once the user gave a new token).
 //
+// - Window topics (broadcaster-window.js): the client keeps each window topic's window, merges
+//   every metrics_append into it and emits the merged window as an "update" (a metrics_update
+//   whose data is the whole window), so an application handles every topic the same way. A
+//   gap in seq sends {"type": "snapshot", "topic"} and the whole window comes again.
+//
 // Everything with a side effect outside this object (WebSocket, timers, clock, randomness) is
 // an option, so the client runs under Node's test runner with fakes.
+
+import { WindowKeeper } from "./broadcaster-window.js";
+
+export { applyAppend, isWindow } from "./broadcaster-window.js";
 
 /** The options and their defaults. */
 export const DEFAULT_OPTIONS = Object.freeze({
@@ -270,6 +279,7 @@ export class BroadcasterClient extends EventTarget {
     this._wanted = new Set(merged.topics === null ? [] : topicList(merged.topics, true));
     this._removed = new Set();
     this._serverTopics = []; // what the server last said this connection is subscribed to
+    this._windows = new WindowKeeper(); // the window topics' windows of the current socket
 
     this._socket = null; // the current socket, or null between attempts
     this._welcomed = false; // the current socket got its welcome
@@ -348,6 +358,7 @@ export class BroadcasterClient extends EventTarget {
       this._wanted.delete(name);
       this._removed.add(name);
     }
+    this._windows.forget(names);
     this._send({ type: "unsubscribe", topics: names });
   }
 
@@ -420,7 +431,11 @@ export class BroadcasterClient extends EventTarget {
         this._onWelcome(socket, message);
         break;
       case "metrics_update":
+        this._windows.onUpdate(message);
         this._emit("update", message);
+        break;
+      case "metrics_append":
+        this._onAppend(message);
         break;
       case "subscription_confirmed":
         if (Array.isArray(message.topics)) this._serverTopics = message.topics;
@@ -447,7 +462,21 @@ export class BroadcasterClient extends EventTarget {
     }
   }
 
+  /** A window topic's append: merged into its window, or a snapshot asked for after a gap. */
+  _onAppend(message) {
+    let outcome;
+    try {
+      outcome = this._windows.onAppend(message);
+    } catch (error) {
+      this._emitClientError("bad_server_message", `ignored a metrics_append: ${error.message}`);
+      return;
+    }
+    if (outcome.askSnapshot) this._send({ type: "snapshot", topic: message.topic });
+    if (outcome.update !== null) this._emit("update", outcome.update);
+  }
+
   _onWelcome(socket, message) {
+    this._windows = new WindowKeeper(); // a new connection: its windows come whole again
     this._clearTimer("connect");
     this._clearTimer("retry");
     this._welcomed = true;

@@ -1,11 +1,20 @@
 // The live dashboard of index.html: one BroadcasterClient, the topics it can draw
-// (`overview`, `regressions`: RENDERERS) rendered as they arrive, and the connection status.
-// No framework: every value goes into the page with textContent.
+// (`overview`, `regressions`, `latency-history`: RENDERERS) rendered as they arrive, and the
+// connection status. No framework: every value goes into the page with textContent.
 //
 // Which topics to follow is the service's choice, not the page's: the client is made without
 // a `topics` option, so it follows each connection's default subscriptions (the welcome's
 // `subscribed`, i.e. the service's --default-topics). Of those, the page draws the ones it has
-// a renderer for and hides the panels of the others.
+// a renderer for and hides the panels of the others. One exception: the chart's window topic,
+// `latency-history` (CHART_TOPIC), is no default (only this page draws it), so the page
+// subscribes to it itself whenever the service offers it (the welcome's `topics`).
+//
+// The chart (dashboard-chart.js, uPlot) draws the client's merged window of latency-history and
+// highlights the regions that the regressions topic names. The freshness line says how old the
+// page's data is (the oldest of its topics' last update times), every second, and warns once
+// that is more than two broadcast intervals (the welcome's broadcastIntervalMs): the stale
+// badges say the service cannot read the database; the freshness line also catches updates
+// that stop arriving at all.
 //
 // Query-string overrides (for tests and experiments): ?ws=ws://host:port/ws and the numeric
 // client options, e.g. ?baseDelayMs=200&maxAttempts=10&pingIntervalMs=1000. Values the client
@@ -20,6 +29,8 @@
 // without a token asks at once instead of waiting for the service's refusal.
 
 import { BroadcasterClient, CloseCode, statusLabel } from "./broadcaster-client.js";
+import { LatencyChart } from "./dashboard-chart.js";
+import { freshness, regionsInRegression } from "./dashboard-history.js";
 import { optionsFromQuery } from "./dashboard-options.js";
 import { storeToken, takeFragmentToken, takeToken } from "./dashboard-token.js";
 
@@ -106,6 +117,11 @@ function renderOverview(data) {
 
 function renderRegressions(data) {
   const found = Array.isArray(data.regressions) ? data.regressions : [];
+  const regions = regionsInRegression(data);
+  chart?.setHighlighted(regions);
+  const note = $("latency-history-regressions");
+  note.hidden = regions.length === 0;
+  note.textContent = regions.length ? `In regression (drawn thicker): ${regions.join(", ")}` : "";
   $("no-regressions").hidden = found.length > 0;
   $("regressions-table").hidden = found.length === 0;
   $("regressions-body").replaceChildren(
@@ -122,13 +138,34 @@ function renderRegressions(data) {
   );
 }
 
-const RENDERERS = { overview: renderOverview, regressions: renderRegressions };
+function renderHistory(data) {
+  chart?.setWindow(data);
+}
+
+const CHART_TOPIC = "latency-history";
+const RENDERERS = {
+  overview: renderOverview,
+  regressions: renderRegressions,
+  [CHART_TOPIC]: renderHistory,
+};
 const DRAWN = Object.keys(RENDERERS);
+
+// The chart; null when the vendored uPlot did not load (the rest of the page still works).
+const chart = globalThis.uPlot ? new LatencyChart($("latency-chart"), globalThis.uPlot) : null;
+if (chart === null) console.warn("uPlot did not load: no chart");
+
+function chooseStat(stat) {
+  chart?.setStat(stat);
+  for (const button of document.querySelectorAll(".stat-switch button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.stat === stat));
+  }
+}
 
 // Per topic: the latest update, and why its query last failed (while it is stale).
 const latest = {};
 const failures = {};
 let updatesReceived = 0;
+let broadcastIntervalMs = null; // the welcome's
 
 function renderFreshness(topic) {
   const update = latest[topic];
@@ -153,6 +190,18 @@ function onUpdate(update) {
   latest[update.topic] = update;
   render(update.data ?? {});
   renderFreshness(update.topic);
+  renderDataAge();
+}
+
+/** The freshness line: the age of the oldest last update among the followed drawn topics. */
+function renderDataAge() {
+  const followed = client ? client.subscribedTopics : [];
+  const times = DRAWN.filter((topic) => followed.includes(topic) && latest[topic])
+    .map((topic) => Date.parse(latest[topic].timestamp))
+    .filter(Number.isFinite);
+  const line = freshness(times.length ? Math.min(...times) : null, Date.now(), broadcastIntervalMs);
+  text("freshness", line.text);
+  $("freshness").dataset.late = String(line.late);
 }
 
 function onError(error) {
@@ -211,11 +260,26 @@ function renderStatus(client) {
   renderNotice();
 }
 
-/** Show the panels of the topics this connection follows (the service's defaults). */
+/** Show the panels of the topics this connection follows (the service's defaults, and the
+ * chart's topic once confirmed). */
 function renderPanels(client) {
   const followed = client.subscribedTopics;
   for (const topic of DRAWN) $(topic).hidden = !followed.includes(topic);
   document.body.dataset.topics = followed.filter((topic) => topic in RENDERERS).join(",");
+}
+
+const askedForChart = new WeakSet(); // the clients already asked to follow CHART_TOPIC
+
+function onWelcome(client, welcome) {
+  if (Number.isFinite(welcome.broadcastIntervalMs) && welcome.broadcastIntervalMs > 0) {
+    broadcastIntervalMs = welcome.broadcastIntervalMs;
+  }
+  const offered = Array.isArray(welcome.topics) ? welcome.topics : [];
+  if (chart !== null && offered.includes(CHART_TOPIC) && !askedForChart.has(client)) {
+    askedForChart.add(client);
+    client.subscribe([CHART_TOPIC]); // the client asks again by itself after every welcome
+  }
+  renderPanels(client);
 }
 
 function renderCountdown(client) {
@@ -275,11 +339,15 @@ function startClient(url) {
   }
   const current = client;
   current.addEventListener("status", () => renderStatus(current));
-  current.addEventListener("welcome", () => renderPanels(current));
+  current.addEventListener("welcome", (event) => onWelcome(current, event.detail));
+  current.addEventListener("message", (event) => {
+    // "message" comes before the client takes the confirmation in: render after it has.
+    if (event.detail.type === "subscription_confirmed") queueMicrotask(() => renderPanels(current));
+  });
   current.addEventListener("update", (event) => onUpdate(event.detail));
   current.addEventListener("error", (event) => onError(event.detail));
   current.addEventListener("stopped", (event) => onStopped(event.detail));
-  window.__dashboard = { client: current };
+  window.__dashboard = { client: current, chart };
   current.connect();
 }
 
@@ -304,7 +372,13 @@ async function main() {
     $("token-form").hidden = true;
     startClient(url);
   });
-  setInterval(() => client && renderCountdown(client), 1000);
+  for (const button of document.querySelectorAll(".stat-switch button")) {
+    button.addEventListener("click", () => chooseStat(button.dataset.stat));
+  }
+  setInterval(() => {
+    if (client) renderCountdown(client);
+    renderDataAge();
+  }, 1000);
   if (authRequired && token === null) {
     // Not even a first connection: it could only be refused.
     document.body.dataset.state = "stopped";

@@ -69,6 +69,8 @@ class SubscriptionHandler(Protocol):
 
     def unsubscribe(self, connection: Connection, topics: tuple[str, ...]) -> None: ...
 
+    def send_snapshot(self, connection: Connection, topic: str) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class CloseRecord:
@@ -104,6 +106,8 @@ class Connection:
         self.last_error: str | None = None
         self.last_ping_rtt_ms: float | None = None
         self.subscriptions: set[str] = set()
+        # When (trio.current_time()) each topic's value was last sent for a ``snapshot``.
+        self.snapshots_sent: dict[str, float] = {}
         # Who holds the connection, once a valid token is presented (--auth-mode jwt).
         self.identity: Identity | None = None
         self.dropped_messages = 0
@@ -404,6 +408,8 @@ class Connection:
                 hub.subscribe(self, topics)
             case protocol.Unsubscribe(topics=topics):
                 hub.unsubscribe(self, topics)
+            case protocol.Snapshot(topic=topic):
+                hub.send_snapshot(self, topic)
             case protocol.Auth(token=token) if gate is not None:
                 await gate.refresh(token)  # without authentication, a token is not needed
 
@@ -472,7 +478,7 @@ def _log_received(connection_id: str, raw: str | bytes) -> None:
     """The debug line of one message: its type and size, never its content (an ``auth``
     message's token). Parsed again here, for the type: at debug level only."""
     try:
-        # The class names are the wire types: ping, subscribe, unsubscribe, auth.
+        # The class names are the wire types: ping, subscribe, unsubscribe, auth, snapshot.
         message_type = type(protocol.parse_client_message(raw)).__name__.lower()
     except ProtocolViolation as violation:
         message_type = f"invalid ({violation.code.value})"

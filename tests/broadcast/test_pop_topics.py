@@ -98,7 +98,11 @@ async def run_topic(topic: Topic, influxd: Influxd, database: str) -> Any:
 
 
 def test_builtin_topics_are_overview_then_regressions() -> None:
-    assert [topic.name for topic in BUILTIN_TOPICS] == ["overview", "regressions"]
+    assert [topic.name for topic in BUILTIN_TOPICS] == [
+        "overview",
+        "regressions",
+        "latency-history",
+    ]
     assert all(topic.description for topic in BUILTIN_TOPICS)
     assert TOPICS["overview"].query.count(";") == len(REGRESSION_STATEMENTS)
     assert TOPICS["regressions"].query.count(";") == len(REGRESSION_STATEMENTS) - 1

@@ -35,5 +35,7 @@ def test_the_declarations_name_every_export_of_the_module() -> None:
     module = (STATIC / "broadcaster-client.js").read_text()
     declarations = (STATIC / "broadcaster-client.d.ts").read_text()
     exported = re.findall(r"^export (?:const|function|class) (\w+)", module, re.M)
+    for names in re.findall(r"^export \{([^}]*)\} from ", module, re.M):  # re-exports
+        exported += [name.strip() for name in names.split(",")]
     declared = re.findall(r"^export declare (?:const|function|class) (\w+)", declarations, re.M)
     assert set(declared) == set(exported)

@@ -354,12 +354,17 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
         start_service(ws_port, http_port, database.url, "metrics")
         browser.get(f"http://127.0.0.1:{http_port}/?{CLIENT_QUERY}")
         wait_for_text(browser, "pop-count", lambda t: t == str(len(POPS)), f"{len(POPS)} PoPs")
+        # The chart's window too (its first read is the whole hour): only a topic that had a
+        # good value can be resent stale.
+        wait_for_text(
+            browser, "latency-history-updated", lambda t: t.startswith("Updated "), "a window"
+        )
         assert visible_text(browser, "overview-stale") == ""
         assert visible_text(browser, "notice") == ""
 
         # The database goes away: the last good values stay on screen, marked stale.
         database.stop()
-        for topic in ("overview", "regressions"):
+        for topic in ("overview", "regressions", "latency-history"):
             badge = wait_for_text(
                 browser, f"{topic}-stale", lambda t: t.startswith("Stale"), "a stale badge"
             )
@@ -375,6 +380,7 @@ def test_dashboard_marks_stale_data_during_a_database_outage(
         database = start_influxd(tmp_path / "influxd", http_port=influx_port)
         wait_for_text(browser, "overview-stale", lambda t: t == "", "no stale badge")
         wait_for_text(browser, "regressions-stale", lambda t: t == "", "no stale badge")
+        wait_for_text(browser, "latency-history-stale", lambda t: t == "", "no stale badge")
         wait_for_text(browser, "notice", lambda t: t == "", "no notice")
     finally:
         database.stop()
@@ -400,18 +406,24 @@ def test_dashboard_follows_the_services_default_topics(
     browser: WebDriver, start_service: StartService
 ) -> None:
     """The page has no topic list of its own: a service started with ``--default-topics
-    overview`` gets a page that follows only overview and hides the regressions panel."""
+    overview`` gets a page that follows overview, and hides the regressions panel. The one
+    topic the page asks for itself is its chart's, latency-history (no default topic)."""
     ws_port, http_port = free_ports(2)
     start_service(
         ws_port, http_port, f"http://127.0.0.1:{free_port()}", "metrics", default_topics="overview"
     )
     browser.get(f"http://127.0.0.1:{http_port}/")
     wait_for_text(browser, "connection-state", lambda t: t == "Connected", "Connected")
+    WebDriverWait(browser, WAIT_S).until(
+        lambda d: (
+            d.execute_script("return document.body.dataset.topics") == "latency-history,overview"
+        )
+    )
     followed = browser.execute_script("return window.__dashboard.client.subscribedTopics")
-    assert followed == ["overview"]
+    assert followed == ["latency-history", "overview"]
     assert browser.find_element(By.ID, "overview").is_displayed()
+    assert browser.find_element(By.ID, "latency-history").is_displayed()
     assert not browser.find_element(By.ID, "regressions").is_displayed()
-    assert browser.execute_script("return document.body.dataset.topics") == "overview"
 
 
 def test_dashboard_with_a_token_over_tls(

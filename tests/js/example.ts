@@ -5,6 +5,8 @@ import {
   BroadcasterClient,
   CloseCode,
   State,
+  applyAppend,
+  isWindow,
   statusLabel,
   type ClientMessage,
   type ServerMessage,
@@ -30,6 +32,14 @@ client.addEventListener("update", (event) => {
   if (topic === "overview") {
     const data = event.detail.data as unknown as Overview;
     console.log(seq, stale, timestamp, data.popCount, data.latencyMeanMs?.toFixed(1));
+  }
+  // A window topic's update is the whole merged window.
+  const data: unknown = event.detail.data;
+  if (isWindow(data)) {
+    for (const series of data.series) {
+      const [time, mean] = series.values[series.values.length - 1] ?? [data.from, null];
+      console.log(series.tags["region"], new Date(time).toISOString(), mean, data.asOf);
+    }
   }
 });
 client.addEventListener("status", (event) => {
@@ -58,6 +68,13 @@ function describe(message: ServerMessage): string {
       return `${message.connectionId}: ${message.topics.length} topics, ${message.identity?.sub ?? "anonymous"}`;
     case "metrics_update":
       return `${message.topic} #${message.seq}${message.stale ? " stale" : ""}`;
+    case "metrics_append": {
+      const merged = applyAppend(
+        { window: "1h", resolution: "10s", from: 0, to: 0, asOf: null, series: [] },
+        message.data,
+      );
+      return `${message.topic} #${message.seq}: ${merged.series.length} series from ${merged.from}`;
+    }
     case "subscription_confirmed":
       return message.topics.join(", ");
     case "pong":
@@ -81,7 +98,10 @@ const requests: ClientMessage[] = [
   { type: "ping", id: 1 },
   { type: "ping" },
   { type: "auth", token: "eyJhbGciOiJIUzI1NiJ9.e30.sig" },
+  { type: "snapshot", topic: "latency-history" },
 ];
+// @ts-expect-error: a snapshot names one topic
+const badSnapshot: ClientMessage = { type: "snapshot", topics: ["latency-history"] };
 // @ts-expect-error: a ping id cannot be an object
 const badPing: ClientMessage = { type: "ping", id: { n: 1 } };
-console.log(requests.length, badPing, describe);
+console.log(requests.length, badPing, badSnapshot, describe);
