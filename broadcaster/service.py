@@ -253,6 +253,8 @@ def _build(
         broker=broker,
     )
     notifications = Notifications(settings, hub, health)
+    if broker is not None:
+        broker.on_link = notifications.broker_link_changed
     return _Parts(
         settings,
         catalog,

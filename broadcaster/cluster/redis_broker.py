@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -106,6 +107,8 @@ class RedisBroker:
         self.node_id = node_id
         self.epoch = ""  # learnt from the first claim or publication
         self.on_publication: PublicationHandler = _ignore
+        # Told when the link is made (None) or lost or not made again (why): notifications.
+        self.on_link: Callable[[str | None], None] = lambda error: None
         self.keys = RedisKeys(cluster)
         self.last_error: str | None = None
         self._interval_ms = max(1, round(interval_s * 1000))
@@ -160,6 +163,7 @@ class RedisBroker:
             self._subscribed = True
             log.info("redis connected: cluster mode", cluster=self.cluster, node_id=self.node_id)
             self.last_error = None
+            self.on_link(None)
             async for message in pubsub:
                 if message["type"] == "message":
                     self._receive(message["data"])
@@ -171,6 +175,7 @@ class RedisBroker:
         self.last_error = "subscription ended" if error is None else _describe(error)
         if was:
             log.warning("redis lost: local mode", error=self.last_error)
+        self.on_link(self.last_error)
         return was
 
     def _receive(self, data: Any) -> None:

@@ -13,6 +13,8 @@ import trio
 from broadcaster.channels import Channel
 from broadcaster.cluster.broker import BrokerUnavailable, Publication
 from broadcaster.cluster.redis_broker import RedisBroker
+from broadcaster.ops.notify.events import Event, EventName
+from broadcaster.ops.notify.watchers import BrokerWatcher
 from tests.redis_server import RedisServer
 from tests.wsclient import eventually
 
@@ -141,3 +143,31 @@ async def test_presence_lists_live_nodes_and_forgets_expired_ones(
         assert ids(await a.live_nodes()) == ["a"]
         await a.deregister()
         assert await a.live_nodes() == []
+
+
+async def test_losing_and_regaining_redis_notifies_once_each_way(
+    redis_server: RedisServer,
+) -> None:
+    """A real Redis stopped and started again: one ``broker_down``, then one
+    ``broker_recovered`` (issue 13's broker events; failed reconnections in between send
+    nothing more: tests/ops/test_notify_watchers.py)."""
+    sent: list[Event] = []
+
+    class Recorder:
+        def notify(self, event: Event) -> None:
+            sent.append(event)
+
+    watcher = BrokerWatcher(Recorder(), broker="redis (t)")
+    async with running_broker(redis_server, "a") as a:
+        a.on_link = watcher.link_changed
+        redis_server.stop()
+        await eventually(lambda: a.mode == "local")
+        assert [event.name for event in sent] == [EventName.BROKER_DOWN]
+        assert sent[0].title.startswith("broker_down: broker redis (t) unreachable")
+        redis_server.start()
+        await eventually(lambda: a.mode == "cluster", timeout_s=15)
+        assert [event.name for event in sent] == [EventName.BROKER_DOWN, EventName.BROKER_RECOVERED]
+        watcher.stopping = True  # the service's own shutdown ends the link: nothing is sent
+        redis_server.stop()
+        await eventually(lambda: a.mode == "local")
+        assert len(sent) == 2

@@ -10,7 +10,12 @@ import trio
 import trio.testing
 
 from broadcaster.ops.notify.events import Event, EventName
-from broadcaster.ops.notify.watchers import ClientsGoneWatcher, DatabaseWatcher, HeartbeatWatcher
+from broadcaster.ops.notify.watchers import (
+    BrokerWatcher,
+    ClientsGoneWatcher,
+    DatabaseWatcher,
+    HeartbeatWatcher,
+)
 from broadcaster.sources.health import SourceHealth
 from tests.fakes import FakeSource
 
@@ -133,3 +138,24 @@ async def test_clients_gone_after_the_deadline_armed_by_the_last_client_leaving(
         await trio.sleep(1000)
         nursery.cancel_scope.cancel()
     assert recorder.names() == [EventName.CLIENTS_GONE]
+
+
+async def test_the_broker_link_sends_one_down_and_one_recovered_per_transition(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    recorder = Recorder()
+    watcher = BrokerWatcher(recorder, broker="redis (c)")
+    watcher.link_changed(None)  # the first link: nothing to say
+    assert recorder.events == []
+    for _ in range(5):  # lost, then four reconnections that fail: one broker_down
+        watcher.link_changed("connection refused")
+        await trio.sleep(2)
+    watcher.link_changed(None)
+    watcher.link_changed(None)
+    assert recorder.names() == [EventName.BROKER_DOWN, EventName.BROKER_RECOVERED]
+    assert recorder.events[1][1].title == (
+        "broker_recovered: broker redis (c) reachable again after 10 s down"
+    )
+    watcher.stopping = True  # the service's own shutdown ends the link
+    watcher.link_changed("connection closed")
+    assert len(recorder.events) == 2

@@ -1,7 +1,8 @@
 """Notifications: operators are told of trouble (and of starts and stops) through Apprise.
 
 - ``events``: the event names (a contract: routing rules match them), titles and bodies.
-- ``watchers``: turn what the parts report into events, once per transition.
+- ``watchers``: turn what the parts report (the database, heartbeats, clients, the
+  cluster broker's link) into events, once per transition.
 - ``sender``: the non-blocking ``notify`` and the task that sends, retries and gives up.
 - ``counts``: ``broadcaster_notifications_total{event,outcome}``.
 
@@ -19,7 +20,12 @@ from broadcaster.hub import Hub
 from broadcaster.ops.notify import events
 from broadcaster.ops.notify.counts import NotificationCounts
 from broadcaster.ops.notify.sender import SHUTDOWN_FLUSH_S, Notifier
-from broadcaster.ops.notify.watchers import ClientsGoneWatcher, DatabaseWatcher, HeartbeatWatcher
+from broadcaster.ops.notify.watchers import (
+    BrokerWatcher,
+    ClientsGoneWatcher,
+    DatabaseWatcher,
+    HeartbeatWatcher,
+)
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.connection import Connection
 
@@ -46,6 +52,7 @@ class Notifications:
             after_s=settings.notify_no_clients_after_ms / 1000,
             clients_now=hub.tracked_count,
         )
+        self._broker = BrokerWatcher(self.notifier, broker=f"redis ({settings.cluster_name})")
         if not self.enabled:
             return
         health.on_outcome = DatabaseWatcher(
@@ -84,8 +91,14 @@ class Notifications:
         """The servers accept connections."""
         self.notifier.notify(events.service_started(websocket_url, http_url))
 
+    def broker_link_changed(self, error: str | None) -> None:
+        """For the cluster's broker: its link was made (None) or lost (why)."""
+        if self.enabled:
+            self._broker.link_changed(error)
+
     def service_stopping(self, signal: str | None, clients: int) -> None:
         """Shutdown began (``signal``: its cause, None when stopped by the caller)."""
+        self._broker.stopping = True
         self.notifier.notify(events.service_stopping(signal, clients))
 
     async def finish(self) -> None:

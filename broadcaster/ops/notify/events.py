@@ -34,8 +34,7 @@ class EventName(StrEnum):
     SERVICE_STOPPING = "service_stopping"
     CLIENTS_GONE = "clients_gone"
     HEARTBEAT_FAILURES = "heartbeat_failures"
-    # Sent by the cluster's broker link (not yet built); named here so routing rules and the
-    # metric's label values exist from now on.
+    # The cluster's link to Redis (--redis-url): lost, and made again.
     BROKER_DOWN = "broker_down"
     BROKER_RECOVERED = "broker_recovered"
 
@@ -155,7 +154,7 @@ def heartbeat_failures(closed: int, threshold: int, interval_s: float) -> Event:
 
 
 def broker_down(broker: str, last_error: str | None) -> Event:
-    """The cluster's broker became unreachable (for the cluster issue to send)."""
+    """The cluster's broker became unreachable."""
     return Event(
         EventName.BROKER_DOWN,
         f"broker {broker} unreachable",
@@ -165,7 +164,7 @@ def broker_down(broker: str, last_error: str | None) -> Event:
 
 
 def broker_recovered(broker: str, down_s: float) -> Event:
-    """The cluster's broker answers again (for the cluster issue to send)."""
+    """The cluster's broker answers again."""
     return Event(
         EventName.BROKER_RECOVERED,
         f"broker {broker} reachable again after {duration_text(down_s)} down",

@@ -10,6 +10,10 @@ transition (never once per tick or per sweep).
 - :class:`ClientsGoneWatcher`: a task with a deadline, armed when the last client leaves and
   pushed back whenever the last client leaves again; at the deadline, if there are still no
   clients, ``clients_gone``. It is not armed again until clients came and went.
+- :class:`BrokerWatcher`: told each time the cluster's Redis link is made or lost (and each
+  failed reconnection). up ──(lost)──► down: ``broker_down``; down ──(made)──► up:
+  ``broker_recovered``, with how long it was down. Silent once the service is stopping (its
+  own shutdown ends the link).
 """
 
 from __future__ import annotations
@@ -113,3 +117,26 @@ class ClientsGoneWatcher:
             self._deadline = None
             if self._clients_now() == 0:
                 self._notifier.notify(events.clients_gone(self._after_s))
+
+
+class BrokerWatcher:
+    """``broker_down`` / ``broker_recovered`` from the cluster broker's link changes."""
+
+    def __init__(self, notifier: Notify, *, broker: str) -> None:
+        self._notifier = notifier
+        self._broker = broker
+        self._down_since: float | None = None
+        self.stopping = False
+
+    def link_changed(self, error: str | None) -> None:
+        """The link was made (``error`` None) or lost or not made again (``error``)."""
+        if self.stopping:
+            return
+        now = trio.current_time()
+        if error is None:
+            if self._down_since is not None:
+                self._notifier.notify(events.broker_recovered(self._broker, now - self._down_since))
+            self._down_since = None
+        elif self._down_since is None:
+            self._down_since = now
+            self._notifier.notify(events.broker_down(self._broker, error))
