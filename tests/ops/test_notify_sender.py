@@ -52,6 +52,19 @@ async def test_json_receiver_gets_title_body_and_type(nursery: trio.Nursery) -> 
     await eventually(lambda: notifier.counts.get(EventName.DATABASE_DOWN, Outcome.SENT) == 1)
 
 
+async def test_every_notification_names_the_node_by_its_node_id(nursery: trio.Nursery) -> None:
+    """The service passes its node id (``--node-id``, as in welcome.nodeId and the cluster
+    status) so that a notification names the same node."""
+    receiver = await _receiver(nursery)
+    notifier = await _notifier(nursery, receiver.url(), retry=FAST, node="web-1")
+
+    notifier.notify(events.service_started("ws://x", "http://x"))
+
+    await receiver.wait_until(accepted=1)
+    lines = dict(line.split(": ", 1) for line in receiver.accepted[0]["message"].splitlines())
+    assert lines["node"] == "web-1"
+
+
 async def test_a_receiver_that_fails_twice_gets_one_notification(nursery: trio.Nursery) -> None:
     receiver = await _receiver(nursery, statuses=[500, 500])
     notifier = await _notifier(nursery, receiver.url(), retry=FAST)

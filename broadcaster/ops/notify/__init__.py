@@ -41,7 +41,7 @@ class Notifications:
     """
 
     def __init__(self, settings: Settings, hub: Hub, health: SourceHealth) -> None:
-        self.notifier = Notifier(settings.notify_urls)
+        self.notifier = Notifier(settings.notify_urls, node=hub.node_id)
         self._heartbeat = HeartbeatWatcher(
             self.notifier,
             threshold=settings.notify_heartbeat_failures,

@@ -49,7 +49,7 @@ class Severity(StrEnum):
 
 
 def node_id() -> str:
-    """Which process sent a notification: ``hostname:pid`` (until the cluster's --node-id)."""
+    """Which process sent a notification, when no ``--node-id`` names it: ``hostname:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 

@@ -27,7 +27,7 @@ than the ``database_down`` before it).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import apprise
@@ -111,8 +111,11 @@ class Notifier:
         retry: RetryPolicy | None = None,
         attempt_timeout_s: float = SEND_ATTEMPT_TIMEOUT_S,
         rng: random.Random | None = None,
+        node: str | None = None,
     ) -> None:
+        """``node``: the sending node's id in every event (default: ``hostname:pid``)."""
         self.counts = NotificationCounts()
+        self._node = node
         self._destinations = tuple(Destination.parse(url) for url in urls)
         self._retry = retry or RetryPolicy()
         self._attempt_timeout_s = attempt_timeout_s
@@ -133,6 +136,8 @@ class Notifier:
         """
         if not self._destinations:
             return
+        if self._node is not None:
+            event = replace(event, node=self._node)
         log.info("notification", notification=event.title)
         for destination in self._destinations:
             self._enqueue(_Delivery(event, destination))
