@@ -60,6 +60,17 @@ def write_topics_file(directory: Path, **queries: str) -> str:
     return str(path)
 
 
+# A window topic over measurement ``m``: the last minute at 1 s resolution.
+HISTORY_TOPIC = """
+[[topic]]
+name = "history"
+kind = "window"
+window = "1m"
+resolution = "1s"
+query = "SELECT n FROM m WHERE $timeFilter GROUP BY time(1s)"
+"""
+
+
 class PaddedSource:
     """Answers every query at once with a counter and ``pad_bytes`` of padding: updates as big
     as a test needs to fill a socket's buffers, without a database."""

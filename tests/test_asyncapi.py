@@ -38,20 +38,10 @@ from tests.protocol_schemas import (
     schema_names_by_type,
     validator,
 )
-from tests.services import make_settings, write_topics_file
+from tests.services import HISTORY_TOPIC, make_settings, write_topics_file
 from tests.wsclient import JSON, connect, next_message, send_json
 
 VALIDATE = REPO / "scripts" / "protocol_tools" / "validate-asyncapi.mjs"
-
-
-HISTORY_TOPIC = """
-[[topic]]
-name = "history"
-kind = "window"
-window = "1m"
-resolution = "1s"
-query = "SELECT n FROM m WHERE $timeFilter GROUP BY time(1s)"
-"""
 
 
 def feed_and_history_topics(directory: Path) -> Path:

@@ -29,17 +29,8 @@ from broadcaster.client.window import is_window
 from broadcaster.service import RunningService
 from tests.broadcast.test_window_influxd import an_hour_of_points
 from tests.influxd import Influxd
-from tests.services import StartService, StartServiceOnInfluxd
+from tests.services import HISTORY_TOPIC, StartService, StartServiceOnInfluxd
 from tests.wsclient import JSON, connect, next_message, send_json
-
-HISTORY_TOPIC = """
-[[topic]]
-name = "history"
-kind = "window"
-window = "1m"
-resolution = "1s"
-query = "SELECT n FROM m WHERE $timeFilter GROUP BY time(1s)"
-"""
 
 
 def topics_file(directory: Path) -> str:
