@@ -159,7 +159,9 @@ async def wait_for_next_tick(recorders: list[Recorder]) -> dict[str, int]:
 async def test_a_new_subscriber_gets_the_latest_value_at_once_on_a_node_that_never_had_it(
     cluster: Cluster,
 ) -> None:
-    slow = {"broadcast_interval_ms": 60_000, "default_topics": ""}
+    # Ticks are aligned to the wall clock (k * interval + 1 s): with a 60 s interval one fell
+    # inside this test once a minute. A day's interval leaves only the subscription's refresh.
+    slow = {"broadcast_interval_ms": 86_400_000, "default_topics": ""}
     (n1,) = await cluster.start_ready("n1", **slow)
     async with trio.open_nursery() as nursery:
         first = Recorder("n1")
@@ -170,7 +172,7 @@ async def test_a_new_subscriber_gets_the_latest_value_at_once_on_a_node_that_nev
         before = await trio.to_thread.run_sync(cluster.query_requests)
         second = Recorder("n2")
         await nursery.start(partial(record_client, n2.ws_url, second, subscribe=("cpu",)))
-        # At once: well within the 60 s interval, generous for a loaded machine.
+        # At once: well within the interval, generous for a loaded machine.
         await eventually(lambda: bool(second.updates["cpu"]), timeout_s=5)
         assert second.updates["cpu"] == first.updates["cpu"]  # the same (epoch, seq)
         assert await trio.to_thread.run_sync(cluster.query_requests) == before  # no query
