@@ -327,6 +327,10 @@ class BroadcastLoop:
             async with window.refreshing:  # see window_channel: appends follow seq
                 await self._refresh_window(channel, window)
             return
+        async with self._channel_state(channel).refreshing:
+            await self._claim_and_refresh(channel, tick_id)
+
+    async def _claim_and_refresh(self, channel: Channel, tick_id: int | None) -> None:
         deadline = trio.current_time() + self._query_timeout_s + 3 * BROKER_TIMEOUT_S
         with trio.CancelScope(shield=self._clustered, deadline=deadline):
             won = await self._claim(channel, tick_id)

@@ -3,8 +3,10 @@ its latest value (what a new subscriber is offered at once)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 from broadcaster.broadcast.window_channel import WindowChannel
 from broadcaster.ws.frames import Frame
@@ -28,6 +30,9 @@ class ChannelState:
 
     seq: int = 0
     epoch: str | None = None
+    # One refresh at a time: a seq is taken before the query, so two at once could deliver
+    # n+1 before n, and the fence would drop n (a gap with nothing lost).
+    refreshing: trio.Lock = field(default_factory=trio.Lock)
     # The last metrics_update delivered (this node's or another's): a stale resend's source.
     last_update: str | None = None
     # When the newest point of the last good value was taken, if its data says (``asOf``).
