@@ -7,7 +7,8 @@ two files matches, so after the first run the tests need no network. ``scripts/t
 functions, so ``uv run pytest`` alone works too.
 
     scripts/bench_node      -> .bench/node            npm `ws` (compatibility test, bench)
-    scripts/protocol_tools  -> .bench/protocol-tools  @asyncapi/parser, typescript
+    scripts/protocol_tools  -> .bench/protocol-tools  typescript (tsc --noEmit of the .d.ts)
+    scripts/asyncapi_cli    -> .bench/asyncapi-cli    @asyncapi/cli (`asyncapi validate`)
     scripts/dashboard_vendor -> .bench/dashboard-vendor  uplot (the dashboard's chart library,
                                whose built files are vendored: :data:`VENDORED_UPLOT`)
 """
@@ -25,6 +26,9 @@ MIN_NODE = (18, 14)
 LOCKED_FILES = ("package.json", "package-lock.json")
 PROTOCOL_TOOLS_DIR = REPO / "scripts" / "protocol_tools"  # committed
 PROTOCOL_TOOLS_MODULES = REPO / ".bench" / "protocol-tools" / "node_modules"  # ignored
+ASYNCAPI_CLI_DIR = REPO / "scripts" / "asyncapi_cli"  # committed
+ASYNCAPI_CLI_MODULES = REPO / ".bench" / "asyncapi-cli" / "node_modules"  # ignored
+ASYNCAPI_CLI_BIN = "@asyncapi/cli/bin/run_bin"  # under ASYNCAPI_CLI_MODULES: `asyncapi`
 DASHBOARD_VENDOR_DIR = REPO / "scripts" / "dashboard_vendor"  # committed
 DASHBOARD_VENDOR_MODULES = REPO / ".bench" / "dashboard-vendor" / "node_modules"  # ignored
 UPLOT_VENDOR_DIR = REPO / "broadcaster" / "static" / "vendor" / "uplot"  # committed, shipped
@@ -109,12 +113,23 @@ def npm_ci(package_dir: Path, prefix: Path, probe: str) -> Path:
 
 
 def ensure_protocol_tools() -> Path:
-    """The locked @asyncapi/parser and typescript; their node_modules folder.
+    """The locked typescript; its node_modules folder.
 
     Raises:
         NodeUnavailable: as :func:`npm_ci`.
     """
     return npm_ci(PROTOCOL_TOOLS_DIR, PROTOCOL_TOOLS_MODULES.parent, "typescript/package.json")
+
+
+def ensure_asyncapi_cli() -> Path:
+    """The locked @asyncapi/cli (about 1.5 GB: a first install takes minutes); the path of its
+    ``asyncapi`` command, a node script.
+
+    Raises:
+        NodeUnavailable: as :func:`npm_ci`.
+    """
+    modules = npm_ci(ASYNCAPI_CLI_DIR, ASYNCAPI_CLI_MODULES.parent, "@asyncapi/cli/package.json")
+    return modules / ASYNCAPI_CLI_BIN
 
 
 def ensure_dashboard_vendor() -> Path:
@@ -131,4 +146,5 @@ if __name__ == "__main__":  # scripts/test: install every locked package before 
 
     ensure_node_ws()
     ensure_protocol_tools()
+    ensure_asyncapi_cli()
     ensure_dashboard_vendor()

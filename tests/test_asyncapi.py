@@ -1,6 +1,7 @@
 """docs/asyncapi.yaml: valid AsyncAPI, and true to the code and to the real service.
 
-- The official AsyncAPI parser validates the document (node, locked in scripts/protocol_tools).
+- The official AsyncAPI CLI's ``asyncapi validate`` finds no error or warning in the document
+  (@asyncapi/cli, locked in scripts/asyncapi_cli), and does fail on a broken copy.
 - Its enums, limits and close codes are those of broadcaster/protocol.py and docs/protocol.md.
 - The real service, driven to send every message type it can without tokens, sends nothing
   the document does not describe (no undocumented field either: tests/protocol_schemas.py).
@@ -14,6 +15,7 @@ down and bring back: what is tested is the wire, not the database path.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import partial
 from pathlib import Path
@@ -29,7 +31,7 @@ from broadcaster.protocol import CloseCode, ErrorCode, FailureCause
 from broadcaster.service import RunningService, serve
 from tests import REPO
 from tests.fakes import FakeSource
-from tests.node_tools import ensure_node, ensure_protocol_tools
+from tests.node_tools import ensure_asyncapi_cli, ensure_node
 from tests.protocol_schemas import (
     ASYNCAPI,
     assert_client_message,
@@ -41,7 +43,8 @@ from tests.protocol_schemas import (
 from tests.services import HISTORY_TOPIC, make_settings, write_topics_file
 from tests.wsclient import JSON, connect, next_message, send_json
 
-VALIDATE = REPO / "scripts" / "protocol_tools" / "validate-asyncapi.mjs"
+# The CLI's usage analytics, off: no network, and nothing written to the home folder.
+ANALYTICS_OFF = {"analyticsEnabled": "false", "infoMessageShown": "true", "userID": "tests"}
 
 
 def feed_and_history_topics(directory: Path) -> Path:
@@ -58,19 +61,45 @@ def schemas() -> dict[str, Any]:
 # --- the document ----------------------------------------------------------------------------
 
 
-async def test_the_official_asyncapi_parser_finds_no_error_or_warning() -> None:
-    modules = await trio.to_thread.run_sync(ensure_protocol_tools)
+async def asyncapi_validate(document_path: Path, tmp_path: Path) -> tuple[int, str]:
+    """``asyncapi validate --fail-severity warn DOCUMENT``: its exit code and output."""
+    cli = await trio.to_thread.run_sync(ensure_asyncapi_cli)
     node = await trio.to_thread.run_sync(ensure_node)
-    with trio.fail_after(60):
+    analytics = tmp_path / "asyncapi-analytics.json"
+    analytics.write_bytes(orjson.dumps(ANALYTICS_OFF))
+    environment = {
+        **os.environ,
+        "ASYNCAPI_METRICS_CONFIG_PATH": str(analytics),
+        "CI": "true",
+        "NO_COLOR": "1",
+    }
+    command = [node, str(cli), "validate", str(document_path), "--fail-severity", "warn"]
+    with trio.fail_after(120):
         done = await trio.run_process(
-            [node, str(VALIDATE), str(modules), str(ASYNCAPI)],
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
+            command, capture_stdout=True, capture_stderr=True, check=False, env=environment
         )
-    output = (done.stdout + done.stderr).decode()
-    assert done.returncode == 0, output
-    assert "valid AsyncAPI 3.0.0" in output
+    return done.returncode, (done.stdout + done.stderr).decode()
+
+
+async def test_asyncapi_validate_finds_no_error_or_warning(tmp_path: Path) -> None:
+    """The official tooling: the AsyncAPI schema of the spec and the parser's Spectral rules.
+    Stricter than the CLI's default (errors only): warnings fail too."""
+    returncode, output = await asyncapi_validate(ASYNCAPI, tmp_path)
+    assert returncode == 0, output
+    assert "is valid" in output, output
+    assert "0 errors, 0 warnings" in output or "problem" not in output, output
+
+
+async def test_asyncapi_validate_fails_on_a_broken_document(tmp_path: Path) -> None:
+    """The check above can fail: a message whose payload points at no schema is refused."""
+    broken = tmp_path / "asyncapi.yaml"
+    text = ASYNCAPI.read_text()
+    assert text.count("#/components/schemas/Welcome") >= 1
+    broken.write_text(text.replace("#/components/schemas/Welcome", "#/components/schemas/Nowhere"))
+    returncode, output = await asyncapi_validate(broken, tmp_path)
+    assert returncode != 0, output
+    assert "invalid-ref" in output, output
+    assert "is valid" not in output, output
 
 
 def test_enums_and_limits_are_those_of_the_protocol_module() -> None:
