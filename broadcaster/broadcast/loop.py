@@ -37,6 +37,12 @@ its first subscriber with no value from the last interval is offered the broker'
 if that one is fresh, or else refreshed at once (by one node of the cluster: the refresh
 lease). A tenant's channel nobody listens to any more is forgotten at the next tick.
 
+A window topic's channel (:mod:`broadcaster.broadcast.window_channel`) runs the same pipeline:
+the winner reads the tail, merges it and publishes the append, which every other node merges
+into its own copy; its whole window goes to the broker with the last value, and a node whose
+window does not follow the numbering (it just started, or missed an append) takes it from
+there, or else reads it whole. So a window costs one query per tick for the whole cluster.
+
 ``seq`` comes from the broker; ``epoch`` names the numbering (it changes only when ``seq``
 restarts). A publication whose (epoch, seq) is not newer than the channel's last is dropped
 (a node's own publication echoed back by Redis, or a late one).
@@ -66,7 +72,7 @@ from broadcaster.broadcast.outcomes import (
 from broadcaster.broadcast.state import ChannelState, TopicState
 from broadcaster.broadcast.ticks import next_tick, tick_instant, tick_number
 from broadcaster.broadcast.topics import Topic
-from broadcaster.broadcast.window_channel import WindowChannel
+from broadcaster.broadcast.window_channel import WindowChannel, encode_window, window_publication
 from broadcaster.channels import Channel
 from broadcaster.cluster.broker import Broker, BrokerUnavailable, Claim, Publication
 from broadcaster.cluster.local import LocalBroker
@@ -271,15 +277,9 @@ class BroadcastLoop:
             return None
         if state.window is None:
             return None if state.latest is None else state.latest[0]
-        if state.last_good_timestamp is None or state.epoch is None:
+        if state.epoch is None:
             return None
-        return state.window.whole_frame(
-            channel.topic,
-            state.seq,
-            state.last_good_timestamp,
-            state.last_good_data,
-            epoch=state.epoch,
-        )
+        return state.window.whole_frame(channel.topic, state.seq, epoch=state.epoch)
 
     def _request_refresh(self, channel: Channel) -> None:
         self._refresh_send.send_nowait(channel)  # never blocks: the buffer is unbounded
@@ -292,7 +292,9 @@ class BroadcastLoop:
 
     async def _refresh_requested(self, channel: Channel) -> None:
         try:
-            if not await self._delivered_last_value(channel):
+            # A window channel looks at the broker's last value itself (under its lock).
+            window = self._topics[channel.topic].window is not None
+            if window or not await self._delivered_last_value(channel):
                 await self.refresh(channel)
         finally:
             self._refresh_pending.discard(channel)
@@ -322,17 +324,19 @@ class BroadcastLoop:
         claim (in a cluster) is finished even while the service stops, within the query and
         broker timeouts, so that a node leaving the cluster costs the others no tick.
         """
-        window = self._channel_state(channel).window
-        if window is not None:
-            async with window.refreshing:  # see window_channel: appends follow seq
-                await self._refresh_window(channel, window)
-            return
         async with self._channel_state(channel).refreshing:
             await self._claim_and_refresh(channel, tick_id)
 
     async def _claim_and_refresh(self, channel: Channel, tick_id: int | None) -> None:
-        deadline = trio.current_time() + self._query_timeout_s + 3 * BROKER_TIMEOUT_S
+        deadline = trio.current_time() + self._query_timeout_s + 4 * BROKER_TIMEOUT_S
         with trio.CancelScope(shield=self._clustered, deadline=deadline):
+            window = self._channel_state(channel).window
+            # In a cluster, a window that is unknown here (or one a first subscriber asked
+            # for) is first taken from the broker: no query if the cluster's is fresh.
+            if window is not None and (window.position is None or tick_id is None):
+                fresh = await self._took_window_from_broker(channel, window)
+                if fresh and tick_id is None:
+                    return
             won = await self._claim(channel, tick_id)
             if won is None:
                 return  # another node serves this tick
@@ -357,29 +361,45 @@ class BroadcastLoop:
     async def _query_and_publish(self, channel: Channel, claim: Claim, broker: Broker) -> None:
         name = channel.topic
         topic_state = self.states[name]
+        window = self._channel_state(channel).window
+        if window is not None and not window.follows(claim.epoch, claim.seq):
+            window.reset()  # behind the channel's numbering (or none yet): read it whole
         topic_state.queries += 1
         started = trio.current_time()
         try:
-            read = await self._read(channel)
+            read = await self._read(channel, window)
         except Exception as exc:  # a bug reached by this channel's data: contained to it
             read = internal_failure(channel, exc)
         self._hub.timings.observe_query(name, trio.current_time() - started)
-        outcome = self._encode(channel, claim, read) if isinstance(read, Value) else read
-        if isinstance(outcome, Failure):
+        outcome: Update | Failure
+        if isinstance(read, Failure):
+            outcome = read
+        elif window is None:
+            outcome = self._encode(channel, claim, read)
+        else:
+            outcome = encode_window(channel, claim, window, read)
+        if isinstance(outcome, Failure) and window is None:
             await self._learn_last_value(channel)
         try:
             self._record(channel, outcome)
-            publication = self._publication(channel, claim, outcome)
+            if window is None:
+                publication = self._publication(channel, claim, outcome)
+            else:
+                shared = broker is not self._fallback  # kept by Redis for the other nodes
+                publication = window_publication(channel, claim, window, outcome, shared=shared)
         except Exception:  # a bug in recording this channel: contained to it
             topic_state.failures += 1
             log.exception("topic refresh failed", **log_fields(channel))
             return
         try:
             with trio.fail_after(BROKER_TIMEOUT_S):
-                await broker.publish(publication)
+                published = await broker.publish(publication)
         except (BrokerUnavailable, trio.TooSlowError):
             # The broker went away after the claim: this node's subscribers still get it.
             self._deliver(publication)
+            return
+        if not published and window is not None:
+            window.position = None  # what it merged never went out: load or read it again
 
     async def _learn_last_value(self, channel: Channel) -> None:
         """Before resending a stale value: a node that joined the cluster after the last good
@@ -494,6 +514,8 @@ class BroadcastLoop:
         state = self._channel_state(channel)
         if publication.epoch == state.epoch and publication.seq <= state.seq:
             return False
+        if state.window is not None and not self._absorbed(channel, state.window, publication):
+            return False
         state.seq, state.epoch = publication.seq, publication.epoch
         topic_state.seq = max(topic_state.seq, publication.seq)
         try:
@@ -511,73 +533,55 @@ class BroadcastLoop:
             log.exception("topic delivery failed", **log_fields(channel))
         return True
 
-    # --- window topics: each node keeps and refreshes its own windows ------------------------
+    # --- window topics: one window per channel, the same on every node ----------------------
 
-    async def _refresh_window(self, channel: Channel, window: WindowChannel) -> None:
-        """Read what the window needs (all of it first, then the tail), merge it, and publish
-        the whole window (first) or what changed (``metrics_append``) to this node's
-        subscribers; or the error and the whole window marked stale.
+    def _absorbed(self, channel: Channel, window: WindowChannel, publication: Publication) -> bool:
+        """Whether the window took ``publication`` (see :meth:`WindowChannel.absorb`); if not,
+        its frames are not delivered and the window is taken again from the broker (or read
+        whole) at once, so this node's subscribers get the whole window."""
+        try:
+            if window.absorb(publication):
+                return True
+        except (ValueError, KeyError, TypeError):
+            log.exception("window publication could not be merged", **log_fields(channel))
+        log.info(
+            "window behind the cluster's numbering: taking it again",
+            **log_fields(channel),
+            seq=publication.seq,
+        )
+        if channel not in self._refresh_pending:
+            self._request_refresh(channel)
+        return False
 
-        Windows live in each node's memory, so a window channel is refreshed by every node
-        that has subscribers to it, with the node's own numbering (``epoch``), not through
-        the cluster's lease.
-        """
-        name = channel.topic
-        topic_state, state = self.states[name], self._channel_state(channel)
-        topic_state.queries += 1
-        started = trio.current_time()
+    async def _took_window_from_broker(self, channel: Channel, window: WindowChannel) -> bool:
+        """In a cluster, take the channel's whole window from the broker's last value (kept
+        with every window publication) and hand it to this node's subscribers; whether it is
+        from the last interval (then no query is needed for a new subscriber)."""
+        if not self._clustered or self._broker.mode != "cluster":
+            return False
         try:
-            read = await self._read(channel, window)
-        except Exception as exc:  # a bug reached by this channel's data: contained to it
-            read = internal_failure(channel, exc)
-        self._hub.timings.observe_query(name, trio.current_time() - started)
-        state.seq, state.epoch = state.seq + 1, self._fallback.epoch
-        topic_state.seq = max(topic_state.seq, state.seq)
-        outcome = self._encode_window(channel, state, window, read)
+            with trio.fail_after(BROKER_TIMEOUT_S):
+                last = await self._broker.last_value(channel)
+        except (BrokerUnavailable, trio.TooSlowError):
+            return False
+        if last is None or last.publication.whole is None:
+            return False
+        kept, state = last.publication, self._channel_state(channel)
+        fresh = last.age_s < self._interval_s
+        if window.position == (kept.epoch, kept.seq):
+            return fresh
+        if kept.epoch == state.epoch and kept.seq < state.seq:
+            return False  # older than what this node delivered since
+        whole = Publication(channel, kept.seq, kept.epoch, None, kept.whole, kept.as_of_unix_s)
         try:
-            self._record(channel, outcome)
-            window.published(stale=isinstance(outcome, Failure))
-            if isinstance(outcome, Failure):
-                message, fields = protocol.query_failed_error(name, outcome.cause, outcome.text)
-                self._hub.publish_error(channel, ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
-                frame = self.snapshot(channel)  # the whole window, marked stale
-            else:
-                frame = Frame(outcome.text, topic=name)
-            if frame is not None:
-                state.latest = (frame, trio.current_time())
-                self._hub.publish(channel, frame)
-        except Exception:  # a bug in recording or fanning out this channel: contained to it
-            topic_state.failures += 1
-            log.exception("topic refresh failed", **log_fields(channel))
-
-    def _encode_window(
-        self, channel: Channel, state: ChannelState, window: WindowChannel, read: Value | Failure
-    ) -> Update | Failure:
-        """Merge a window topic's answer into its window: the whole window the first time
-        (``metrics_update``), then only what changed (``metrics_append``); or why not."""
-        if isinstance(read, Failure):
-            return read
-        name = channel.topic
-        timestamp = protocol.iso_from_unix_ms(read.read_at_ms)
-        assert timestamp is not None
-        assert state.epoch is not None
-        try:
-            text, data = window.encode(
-                name, state.seq, timestamp, read.data, int(read.read_at_ms), epoch=state.epoch
-            )
-        except TypeError as exc:  # orjson.JSONEncodeError
-            log.exception("topic value could not be encoded", **log_fields(channel))
-            return Failure(
-                FailureCause.BAD_RESPONSE,
-                f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
-            )
-        except ValueError as exc:  # not a window's answer: nothing was merged
-            log.exception("topic result could not be shaped", **log_fields(channel))
-            return Failure(
-                FailureCause.BAD_RESPONSE,
-                str(SourceResponseError(f"unexpected result for window topic {name!r}: {exc}")),
-            )
-        except Exception as exc:
-            return internal_failure(channel, exc)
-        state.last_good_data, state.last_good_timestamp = data, timestamp
-        return Update(text, data)
+            window.absorb(whole)
+        except (ValueError, KeyError, TypeError):
+            log.exception("the cluster's window could not be loaded", **log_fields(channel))
+            return False
+        state.seq, state.epoch = kept.seq, kept.epoch
+        self.states[channel.topic].seq = max(self.states[channel.topic].seq, kept.seq)
+        frame = window.whole_frame(channel.topic, kept.seq, epoch=kept.epoch)
+        if frame is not None:
+            state.latest = (frame, trio.current_time())
+            self._hub.publish(channel, frame)
+        return fresh

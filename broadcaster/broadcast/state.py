@@ -4,7 +4,6 @@ its latest value (what a new subscriber is offered at once)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
@@ -39,8 +38,5 @@ class ChannelState:
     as_of_unix_s: float | None = None
     # The last frame delivered and when (trio.current_time()): what a new subscriber gets.
     latest: tuple[Frame, float] | None = None
-    # A window topic's window (queried by each node for its own subscribers), and its last
-    # good whole value and when it was read: what a new subscriber and a snapshot get.
+    # A window topic's window: what a new subscriber and a snapshot get.
     window: WindowChannel | None = None
-    last_good_data: Any = None
-    last_good_timestamp: str | None = None

@@ -189,6 +189,33 @@ class Window:
         data = {"from": self.from_ms, "to": self.to_ms, "asOf": self._as_of(), "series": sent}
         return Merged(data, sum(len(one["values"]) for one in sent))
 
+    def apply(self, data: Any) -> None:
+        """Merge another node's ``metrics_append`` ``data`` (the rows it read and merged),
+        as a client does: the window then holds what the publishing node's holds.
+
+        Raises:
+            ValueError, KeyError, TypeError: ``data`` is not an append's (the window is then
+                in an unknown state: load a whole one before merging again).
+        """
+        for series in _series_of(data):
+            key, answer, rows = self._checked(series)
+            self._merge_rows(key, answer, rows)
+        self.from_ms, self.to_ms = int(data["from"]), int(data["to"])
+        self._evict()
+
+    def load(self, data: Any) -> None:
+        """Replace the window with another node's whole window (a ``metrics_update``'s
+        ``data``).
+
+        Raises:
+            ValueError, KeyError, TypeError: ``data`` is not a whole window's (the window is
+                then empty and not built).
+        """
+        self._series.clear()
+        self.built = False
+        self.apply(data)
+        self.built = True
+
     def whole(self) -> dict[str, Any]:
         """The whole window: the ``data`` of a window topic's ``metrics_update``."""
         return {
@@ -248,3 +275,16 @@ def _round(value: Any) -> Any:
     if isinstance(value, float) and math.isfinite(value):
         return round(value, 2)
     return value
+
+
+def _series_of(data: Any) -> list[Series]:
+    """The series of a window message's ``data``, as the source would have answered them."""
+    return [
+        Series(
+            str(one["name"]),
+            tuple(str(column) for column in one["columns"]),
+            tuple(tuple(row) for row in one["values"]),
+            {str(k): str(v) for k, v in dict(one["tags"]).items()},
+        )
+        for one in data["series"]
+    ]

@@ -7,8 +7,8 @@ included, fans out to its own subscribers (:attr:`Broker.on_publication`). Publi
 fenced on ``seq``: a late result never replaces a newer one as the channel's **last value**
 (:meth:`Broker.last_value`), which a node that gets a new subscriber can offer at once.
 
-The frames a publication carries are opaque text (a ``metrics_update``, an ``error``, or any
-later kind of update): the broker stores and forwards them, never reads them.
+The frames a publication carries are opaque text (a ``metrics_update``, a ``metrics_append``,
+an ``error``): the broker stores and forwards them, never reads them.
 
 A broker that cannot reach its backend raises :class:`BrokerUnavailable`; the loop then
 serves its own subscribers alone (fallback) until the broker is back.
@@ -57,6 +57,10 @@ class Publication:
     update: str | None
     # When the newest point of the update's data was taken, if it says (``asOf``).
     as_of_unix_s: float | None = None
+    # A window topic's whole window after this publication (a ``metrics_update``), in a
+    # cluster: kept with the last value, so a node that joins (or fell behind) takes the
+    # window from the broker instead of querying it. Never sent to the other nodes.
+    whole: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """How a :class:`~broadcaster.cluster.broker.Publication` travels through Redis: bytes.
 
 One header line of JSON (channel, seq, epoch, asOf, which frames follow), then the error
-frame's text and the update frame's text, each on its own line. The frames are JSON encoded
+frame's text, the update frame's text and, in the stored last value only, a window topic's
+whole window, each on its own line. The frames are JSON encoded
 by :mod:`broadcaster.protocol` (orjson writes no raw newline), so they need no escaping, and
 they are carried as they are: a node relays the bytes it receives, it never re-encodes them.
 """
@@ -18,8 +19,10 @@ class BadEnvelope(ValueError):
     """Bytes on the cluster's channel that are not a publication (another version, noise)."""
 
 
-def encode(publication: Publication) -> bytes:
-    """The publication as one Redis message."""
+def encode(publication: Publication, *, whole: bool = False) -> bytes:
+    """The publication as one Redis message; with its whole window if ``whole`` (the last
+    value the broker keeps), else without (what goes to every node)."""
+    whole_text = publication.whole if whole else None
     header = orjson.dumps(
         {
             "topic": publication.channel.topic,
@@ -29,11 +32,13 @@ def encode(publication: Publication) -> bytes:
             "asOf": publication.as_of_unix_s,
             "error": publication.error is not None,
             "update": publication.update is not None,
+            "whole": whole_text is not None,
         }
     )
-    error = (publication.error or "").encode()
-    update = (publication.update or "").encode()
-    return b"\n".join((header, error, update))
+    parts = [header, (publication.error or "").encode(), (publication.update or "").encode()]
+    if whole_text is not None:
+        parts.append(whole_text.encode())
+    return b"\n".join(parts)
 
 
 def decode(message: bytes) -> Publication:
@@ -43,8 +48,10 @@ def decode(message: bytes) -> Publication:
         BadEnvelope: ``message`` is not one :func:`encode` made.
     """
     try:
-        header_bytes, error, update = message.split(b"\n", 2)
+        header_bytes, error, rest = message.split(b"\n", 2)
         header = orjson.loads(header_bytes)
+        has_whole = header.get("whole") is True
+        update, whole = rest.split(b"\n", 1) if has_whole else (rest, b"")
         channel = Channel(str(header["topic"]), _optional_str(header["tenant"]))
         seq, epoch, as_of = header["seq"], header["epoch"], header["asOf"]
         if not isinstance(seq, int) or not isinstance(epoch, str):
@@ -56,6 +63,7 @@ def decode(message: bytes) -> Publication:
             error.decode() if header["error"] else None,
             update.decode() if header["update"] else None,
             float(as_of) if as_of is not None else None,
+            whole.decode() if has_whole else None,
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise BadEnvelope(str(exc)) from exc

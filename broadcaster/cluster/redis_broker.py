@@ -219,15 +219,17 @@ class RedisBroker:
     async def publish(self, publication: Publication) -> bool:
         """Store (if it has an update) and publish, fenced on seq and epoch; deliver it here
         at once if it went out (its echo from Redis is then dropped as not newer)."""
-        message = envelope.encode(publication)
+        sent = envelope.encode(publication)
+        kept = sent if publication.whole is None else envelope.encode(publication, whole=True)
         keys = [self.keys.last(publication.channel), self.keys.epoch]
         args: list[str | bytes | int] = [
             publication.seq,
             publication.epoch,
-            message,
+            kept,
             4 * self._interval_ms,
             1 if publication.update is not None else 0,
             self.keys.updates,
+            sent,
         ]
         try:
             accepted = bool(await self._publish(keys=keys, args=args))

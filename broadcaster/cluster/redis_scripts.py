@@ -40,7 +40,8 @@ return {seq, epoch}
 """
 
 PUBLISH = """
--- KEYS: last, epoch. ARGV: seq, epoch, message, ttl ms, has update (1/0), channel.
+-- KEYS: last, epoch. ARGV: seq, epoch, message to keep, ttl ms, has update (1/0), channel,
+-- message to publish (the kept one without a window topic's whole window).
 -- Fencing: publish only a seq newer than the last one published, in the current epoch.
 if redis.call('GET', KEYS[2]) ~= ARGV[2] then
   return 0
@@ -56,7 +57,7 @@ if ARGV[5] == '1' then
   redis.call('HSET', KEYS[1], 'at', ms, 'message', ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[6], ARGV[3])
+redis.call('PUBLISH', ARGV[6], ARGV[7])
 return 1
 """
 

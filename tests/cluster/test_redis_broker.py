@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from broadcaster.channels import Channel
+from broadcaster.cluster import envelope
 from broadcaster.cluster.broker import BrokerUnavailable, Publication
 from broadcaster.cluster.redis_broker import RedisBroker
 from broadcaster.ops.notify.events import Event, EventName
@@ -94,6 +95,41 @@ async def test_publish_is_fenced_on_seq_and_reaches_every_node_once(
         assert last is not None
         assert last.publication == got_a[0]
         assert 0 <= last.age_s < 5
+
+
+async def test_a_window_publication_keeps_its_whole_window_in_redis_but_sends_only_the_append(
+    redis_server: RedisServer,
+) -> None:
+    """Every node gets the small append; the whole window (100 KB for an hour's chart) is
+    only kept, for the node that joins or falls behind (``last_value``)."""
+    got_b: list[Publication] = []
+    async with (
+        running_broker(redis_server, "a") as a,
+        running_broker(redis_server, "b", got_b) as b,
+    ):
+        claim = await a.claim(CPU, 1)
+        assert claim is not None
+        append = '{"type":"metrics_append","topic":"cpu","seq":1,"data":{"series":[]}}'
+        whole = '{"type":"metrics_update","topic":"cpu","seq":1,"data":{"series":[]}}'
+        sent = Publication(CPU, claim.seq, claim.epoch, None, append, 1.5, whole)
+        assert await a.publish(sent)
+        await eventually(lambda: len(got_b) == 1)
+        assert got_b[0] == Publication(CPU, claim.seq, claim.epoch, None, append, 1.5, None)
+        last = await b.last_value(CPU)
+        assert last is not None
+        assert last.publication == sent  # with its whole window
+
+
+def test_an_envelope_carries_a_whole_window_only_when_asked() -> None:
+    sent = Publication(CPU, 3, "e", '{"type":"error"}', '{"a":1}', None, '{"w":[1,2]}')
+    assert envelope.decode(envelope.encode(sent, whole=True)) == sent
+    without = envelope.decode(envelope.encode(sent))
+    assert without.whole is None
+    assert (without.error, without.update) == (sent.error, sent.update)
+    # A message from a node without window support (no "whole" in the header) still reads.
+    older = b'{"topic":"cpu","tenant":null,"seq":3,"epoch":"e","asOf":null,"error":false,'
+    older += b'"update":true}\n\n{"a":1}'
+    assert envelope.decode(older) == Publication(CPU, 3, "e", None, '{"a":1}', None, None)
 
 
 async def test_a_publication_of_a_lost_epoch_is_refused(redis_server: RedisServer) -> None:
