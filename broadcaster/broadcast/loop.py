@@ -13,23 +13,16 @@ it missed instead of bunching them up. A topic whose query fails or times out se
 its subscribers an ``influxdb_unavailable`` error and then the last good value again with
 ``"stale": true``; the next good answer clears it.
 
-One refresh of a channel is a pipeline through the :class:`~broadcaster.cluster.broker.Broker`::
-
-    claim   -> the lease and the next seq (another node won: stop here, it publishes)
-    query (+ shape) -> outcome: Value | Failure(cause, text)
-    encode  -> outcome: Update (the frame) | Failure
-    record  -> topic state, source health, the log
-    publish -> through the broker, fenced on seq; every node (this one too) delivers it
-    deliver -> the error and/or the frame, through the hub, to this node's subscribers
+One refresh of a channel (:mod:`broadcaster.broadcast.refresh`) is a pipeline through the
+:class:`~broadcaster.cluster.broker.Broker`: claim (the lease and the next seq), query,
+encode, record, publish; every node (this one too) then delivers the publication to its own
+subscribers (:meth:`BroadcastLoop._deliver`, here).
 
 Standalone, the broker is the in-process :class:`~broadcaster.cluster.local.LocalBroker`:
 every claim is won and a publication is delivered before ``publish`` returns. In a cluster
 (``--redis-url``), one node per channel and tick wins; while Redis is unreachable, each node
 claims from its own :class:`LocalBroker` (the fallback: it serves its own subscribers, each
 such query counted in ``cluster_fallback_queries``) and goes back to the cluster by itself.
-
-Whatever a channel's data makes go wrong ends as that channel's failure, never the loop's
-nor another channel's.
 
 The loop also keeps each channel's latest delivered frame, which is what a new subscriber is
 offered at once (:meth:`BroadcastLoop.on_subscribe`, called by the hub); a channel that gets
@@ -57,37 +50,21 @@ from collections.abc import Callable, Mapping
 import structlog
 import trio
 
-from broadcaster import protocol
-from broadcaster.broadcast.outcomes import (
-    Failure,
-    Update,
-    Value,
-    as_of_unix_s,
-    cause_of,
-    error_description,
-    internal_failure,
-    log_fields,
-    stale_copy,
-)
-from broadcaster.broadcast.state import ChannelState, TopicState
+from broadcaster.broadcast.outcomes import error_description, log_fields
+from broadcaster.broadcast.refresh import ChannelRefresher
+from broadcaster.broadcast.state import ChannelStates, TopicState
 from broadcaster.broadcast.ticks import next_tick, tick_instant, tick_number
 from broadcaster.broadcast.topics import Topic
-from broadcaster.broadcast.window_channel import WindowChannel, encode_window, window_publication
+from broadcaster.broadcast.window_channel import WindowChannel
 from broadcaster.channels import Channel
-from broadcaster.cluster.broker import Broker, BrokerUnavailable, Claim, Publication
+from broadcaster.cluster.broker import Broker, Publication
 from broadcaster.cluster.local import LocalBroker
-from broadcaster.errors import SourceError, SourceResponseError
 from broadcaster.hub import Hub
-from broadcaster.protocol import ErrorCode, FailureCause
 from broadcaster.sources.base import MetricsSource
 from broadcaster.sources.health import SourceHealth
 from broadcaster.ws.frames import Frame
 
 log = structlog.get_logger("broadcaster.broadcast.loop")
-
-BROKER_TIMEOUT_S = 1.0
-"""The longest one broker call (claim, publish, last value) may take before the loop serves
-its own subscribers alone: well under a tick, so a hung Redis costs no tick."""
 
 
 class BroadcastLoop:
@@ -121,18 +98,28 @@ class BroadcastLoop:
         self._tick_offset_ms = round(tick_offset_s * 1000)
         self._current_tick: int | None = None
         self._after_tick = after_tick
-        self._source = source
         self._topics = topics
-        self._health = health
+        self.health = health  # what the loop's queries tell of the source (recorded by each)
         self._interval_s = interval_s
-        self._query_timeout_s = query_timeout_s
         # Standalone, the in-process broker is both the broker and the "fallback".
         self._fallback = LocalBroker(hub.node_id)
         self._broker: Broker = broker if broker is not None else self._fallback
-        self._clustered = broker is not None
         self._broker.on_publication = self._fallback.on_publication = self._deliver
         self.states: dict[str, TopicState] = {name: TopicState() for name in topics}
-        self.channels: dict[Channel, ChannelState] = {}
+        self.channels = ChannelStates(topics)
+        self._refresher = ChannelRefresher(
+            hub,
+            source,
+            topics,
+            health,
+            broker=self._broker,
+            fallback=self._fallback,
+            channels=self.channels,
+            states=self.states,
+            deliver=self._deliver,
+            interval_s=interval_s,
+            query_timeout_s=query_timeout_s,
+        )
         self.ticks = 0
         self._refresh_pending: set[Channel] = set()
         # Unbounded in type only: a pending channel is never requested twice, so it holds at
@@ -227,14 +214,6 @@ class BroadcastLoop:
             del self.channels[channel]
             self._fallback.forget(channel)
 
-    def _channel_state(self, channel: Channel) -> ChannelState:
-        state = self.channels.get(channel)
-        if state is None:
-            spec = self._topics[channel.topic].window
-            window = None if spec is None else WindowChannel(spec)
-            state = self.channels[channel] = ChannelState(window=window)
-        return state
-
     # --- new subscribers: the latest value, or a refresh ------------------------------------
 
     def on_subscribe(self, channel: Channel, *, first: bool) -> Frame | None:
@@ -294,209 +273,15 @@ class BroadcastLoop:
         try:
             # A window channel looks at the broker's last value itself (under its lock).
             window = self._topics[channel.topic].window is not None
-            if window or not await self._delivered_last_value(channel):
+            if window or not await self._refresher.delivered_last_value(channel):
                 await self.refresh(channel)
         finally:
             self._refresh_pending.discard(channel)
 
-    async def _delivered_last_value(self, channel: Channel) -> bool:
-        """In a cluster, deliver the broker's last value of ``channel`` if it is from the
-        last interval (no query needed); whether it was."""
-        if not self._clustered or self._broker.mode != "cluster":
-            return False
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return False
-        if last is None or last.age_s >= self._interval_s or last.publication.update is None:
-            return False
-        return self._deliver(last.publication)
-
-    # --- one refresh: claim -> query -> outcome -> record -> publish --------------------------
-
     async def refresh(self, channel: Channel, tick_id: int | None = None) -> None:
         """Claim ``channel`` for tick ``tick_id`` (None: an immediate refresh); if this node
-        wins, query it under the timeout and publish its value, or the failure.
-
-        Whatever goes wrong here ends this channel's refresh, never the loop or another
-        channel: a failure is reported to the channel's subscribers and the loop goes on. A
-        claim (in a cluster) is finished even while the service stops, within the query and
-        broker timeouts, so that a node leaving the cluster costs the others no tick.
-        """
-        async with self._channel_state(channel).refreshing:
-            await self._claim_and_refresh(channel, tick_id)
-
-    async def _claim_and_refresh(self, channel: Channel, tick_id: int | None) -> None:
-        deadline = trio.current_time() + self._query_timeout_s + 4 * BROKER_TIMEOUT_S
-        with trio.CancelScope(shield=self._clustered, deadline=deadline):
-            window = self._channel_state(channel).window
-            # In a cluster, a window that is unknown here (or one a first subscriber asked
-            # for) is first taken from the broker: no query if the cluster's is fresh.
-            if window is not None and (window.position is None or tick_id is None):
-                fresh = await self._took_window_from_broker(channel, window)
-                if fresh and tick_id is None:
-                    return
-            won = await self._claim(channel, tick_id)
-            if won is None:
-                return  # another node serves this tick
-            claim, broker = won
-            await self._query_and_publish(channel, claim, broker)
-
-    async def _claim(self, channel: Channel, tick_id: int | None) -> tuple[Claim, Broker] | None:
-        """The lease and seq from the broker; from the fallback (counted) while the cluster's
-        broker is unreachable; None if another node won."""
-        if self._clustered:
-            try:
-                with trio.fail_after(BROKER_TIMEOUT_S):
-                    claim = await self._broker.claim(channel, tick_id)
-            except (BrokerUnavailable, trio.TooSlowError):
-                self._hub.counters.cluster_fallback_queries += 1
-            else:
-                return None if claim is None else (claim, self._broker)
-        at_least = self._channel_state(channel).seq
-        claim = Claim(self._fallback.next_seq(channel, at_least), self._fallback.epoch)
-        return claim, self._fallback
-
-    async def _query_and_publish(self, channel: Channel, claim: Claim, broker: Broker) -> None:
-        name = channel.topic
-        topic_state = self.states[name]
-        window = self._channel_state(channel).window
-        if window is not None and not window.follows(claim.epoch, claim.seq):
-            window.reset()  # behind the channel's numbering (or none yet): read it whole
-        topic_state.queries += 1
-        started = trio.current_time()
-        try:
-            read = await self._read(channel, window)
-        except Exception as exc:  # a bug reached by this channel's data: contained to it
-            read = internal_failure(channel, exc)
-        self._hub.timings.observe_query(name, trio.current_time() - started)
-        outcome: Update | Failure
-        if isinstance(read, Failure):
-            outcome = read
-        elif window is None:
-            outcome = self._encode(channel, claim, read)
-        else:
-            outcome = encode_window(channel, claim, window, read)
-        if isinstance(outcome, Failure) and window is None:
-            await self._learn_last_value(channel)
-        try:
-            self._record(channel, outcome)
-            if window is None:
-                publication = self._publication(channel, claim, outcome)
-            else:
-                shared = broker is not self._fallback  # kept by Redis for the other nodes
-                publication = window_publication(channel, claim, window, outcome, shared=shared)
-        except Exception:  # a bug in recording this channel: contained to it
-            topic_state.failures += 1
-            log.exception("topic refresh failed", **log_fields(channel))
-            return
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                published = await broker.publish(publication)
-        except (BrokerUnavailable, trio.TooSlowError):
-            # The broker went away after the claim: this node's subscribers still get it.
-            self._deliver(publication)
-            return
-        if not published and window is not None:
-            window.position = None  # what it merged never went out: load or read it again
-
-    async def _learn_last_value(self, channel: Channel) -> None:
-        """Before resending a stale value: a node that joined the cluster after the last good
-        value was published takes it from the broker (nothing to learn standalone)."""
-        state = self._channel_state(channel)
-        if state.last_update is not None or not self._clustered:
-            return
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return
-        if last is not None:
-            state.last_update = last.publication.update
-            state.as_of_unix_s = last.publication.as_of_unix_s
-
-    async def _read(self, channel: Channel, window: WindowChannel | None = None) -> Value | Failure:
-        """Query and shape one channel's value, or say why not, within the query timeout.
-
-        A window topic's value is the raw answer for the range its window needs next.
-        """
-        topic = self._topics[channel.topic]
-        read_at_ms = time.time() * 1000
-        time_range = None
-        if window is not None:
-            read_at_ms = float(int(read_at_ms))
-            time_range = window.read_range(int(read_at_ms))
-        with trio.move_on_after(self._query_timeout_s):
-            try:
-                results = await self._source.query(topic.query_for(channel.tenant, time_range))
-            except SourceError as exc:
-                return Failure(cause_of(exc), str(exc))
-            if time_range is not None:
-                return Value(results, read_at_ms)
-            try:
-                return Value(topic.shape(results), read_at_ms)
-            except (KeyError, IndexError, TypeError, ValueError) as exc:
-                # The answer parsed but did not have the shape the topic expects.
-                log.exception("topic result could not be shaped", **log_fields(channel))
-                return Failure(
-                    FailureCause.BAD_RESPONSE,
-                    str(
-                        SourceResponseError(f"unexpected result for topic {topic.name!r}: {exc!r}")
-                    ),
-                )
-        return Failure(
-            FailureCause.TIMEOUT,
-            f"query timed out after {round(self._query_timeout_s * 1000)} ms",
-        )
-
-    def _encode(self, channel: Channel, claim: Claim, value: Value) -> Update | Failure:
-        """The value's frame, encoded once for every subscriber; or why it cannot be sent."""
-        name = channel.topic
-        try:
-            timestamp = protocol.iso_from_unix_ms(value.read_at_ms)
-            assert timestamp is not None
-            text = protocol.metrics_update(
-                name, claim.seq, timestamp, value.data, stale=False, epoch=claim.epoch
-            )
-        except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError is a TypeError
-            log.exception("topic value could not be encoded", **log_fields(channel))
-            return Failure(
-                FailureCause.BAD_RESPONSE,
-                f"the result for topic {name!r} cannot be encoded as JSON: {exc}",
-            )
-        except Exception as exc:
-            return internal_failure(channel, exc)
-        return Update(text, value.data)
-
-    def _record(self, channel: Channel, outcome: Update | Failure) -> None:
-        """Remember the outcome in the source's health, and log a failure."""
-        if isinstance(outcome, Update):
-            self._health.record_success()
-            return
-        self.states[channel.topic].failures += 1
-        cause = outcome.cause
-        if cause is not FailureCause.INTERNAL:  # our bug says nothing of the database
-            self._health.record_failure(outcome.text)
-        # A rejected query is a configuration mistake (a topics file), not an outage.
-        level = log.error if cause is FailureCause.QUERY_REJECTED else log.warning
-        level("topic query failed", **log_fields(channel), cause=cause.value, error=outcome.text)
-
-    def _publication(
-        self, channel: Channel, claim: Claim, outcome: Update | Failure
-    ) -> Publication:
-        """The new frame; or the error, then the last good value marked stale."""
-        if isinstance(outcome, Update):
-            return Publication(
-                channel, claim.seq, claim.epoch, None, outcome.text, as_of_unix_s(outcome.data)
-            )
-        message, fields = protocol.query_failed_error(channel.topic, outcome.cause, outcome.text)
-        error = protocol.error(ErrorCode.INFLUXDB_UNAVAILABLE, message, **fields)
-        state = self.channels.get(channel)
-        last = None if state is None else state.last_update
-        stale = None if last is None else stale_copy(last, claim.seq, claim.epoch)
-        as_of = None if state is None else state.as_of_unix_s
-        return Publication(channel, claim.seq, claim.epoch, error, stale, as_of)
+        wins, query it and publish its value, or the failure (:class:`ChannelRefresher`)."""
+        await self._refresher.refresh(channel, tick_id)
 
     # --- every node: deliver what was published to this node's subscribers -------------------
 
@@ -511,7 +296,7 @@ class BroadcastLoop:
         followed = channel.tenant is None or channel in self.channels
         if not followed and not self._hub.has_subscribers(channel):
             return False  # nobody here follows this tenant: keep nothing of it
-        state = self._channel_state(channel)
+        state = self.channels.of(channel)
         if publication.epoch == state.epoch and publication.seq <= state.seq:
             return False
         if state.window is not None and not self._absorbed(channel, state.window, publication):
@@ -552,36 +337,3 @@ class BroadcastLoop:
         if channel not in self._refresh_pending:
             self._request_refresh(channel)
         return False
-
-    async def _took_window_from_broker(self, channel: Channel, window: WindowChannel) -> bool:
-        """In a cluster, take the channel's whole window from the broker's last value (kept
-        with every window publication) and hand it to this node's subscribers; whether it is
-        from the last interval (then no query is needed for a new subscriber)."""
-        if not self._clustered or self._broker.mode != "cluster":
-            return False
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return False
-        if last is None or last.publication.whole is None:
-            return False
-        kept, state = last.publication, self._channel_state(channel)
-        fresh = last.age_s < self._interval_s
-        if window.position == (kept.epoch, kept.seq):
-            return fresh
-        if kept.epoch == state.epoch and kept.seq < state.seq:
-            return False  # older than what this node delivered since
-        whole = Publication(channel, kept.seq, kept.epoch, None, kept.whole, kept.as_of_unix_s)
-        try:
-            window.absorb(whole)
-        except (ValueError, KeyError, TypeError):
-            log.exception("the cluster's window could not be loaded", **log_fields(channel))
-            return False
-        state.seq, state.epoch = kept.seq, kept.epoch
-        self.states[channel.topic].seq = max(self.states[channel.topic].seq, kept.seq)
-        frame = window.whole_frame(channel.topic, kept.seq, epoch=kept.epoch)
-        if frame is not None:
-            state.latest = (frame, trio.current_time())
-            self._hub.publish(channel, frame)
-        return fresh

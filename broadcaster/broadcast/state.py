@@ -3,11 +3,14 @@ its latest value (what a new subscriber is offered at once)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import trio
 
+from broadcaster.broadcast.topics import Topic
 from broadcaster.broadcast.window_channel import WindowChannel
+from broadcaster.channels import Channel
 from broadcaster.ws.frames import Frame
 
 
@@ -40,3 +43,21 @@ class ChannelState:
     latest: tuple[Frame, float] | None = None
     # A window topic's window: what a new subscriber and a snapshot get.
     window: WindowChannel | None = None
+
+
+class ChannelStates(dict[Channel, ChannelState]):
+    """The state of every channel the loop knows, made on first use (with a window for a
+    window topic's channel)."""
+
+    def __init__(self, topics: Mapping[str, Topic]) -> None:
+        super().__init__()
+        self._topics = topics
+
+    def of(self, channel: Channel) -> ChannelState:
+        """The channel's state, made empty if it has none yet."""
+        state = self.get(channel)
+        if state is None:
+            spec = self._topics[channel.topic].window
+            window = None if spec is None else WindowChannel(spec)
+            state = self[channel] = ChannelState(window=window)
+        return state

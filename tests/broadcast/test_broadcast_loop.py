@@ -164,14 +164,14 @@ async def test_outage_sends_error_then_stale_value_and_recovers(
         assert during[1]["data"] == good[0]["data"]
         assert during[1]["timestamp"] == good[0]["timestamp"]
         assert during[1]["seq"] == good[0]["seq"] + 1
-        assert loop._health.healthy is False
+        assert loop.health.healthy is False
 
         source.down = False
         await trio.sleep(INTERVAL_S)
         after = sent_messages(client)
         assert [(m["type"], m["stale"]) for m in after] == [("metrics_update", False)]
         assert after[0]["data"] != good[0]["data"]
-        assert loop._health.healthy is True
+        assert loop.health.healthy is True
         nursery.cancel_scope.cancel()
     assert client.error_count == 1
 

@@ -179,3 +179,45 @@ def test_the_clients_merge_of_each_append_gives_the_servers_window(ticks: list[A
         client = window.whole() if client is None else apply_append(client, merged.data)
         assert client == window.whole()
         now += STEP
+
+
+@given(st.lists(ROWS, min_size=1, max_size=6))
+def test_another_node_that_loads_the_whole_window_then_applies_each_append_holds_the_same(
+    ticks: list[Any],
+) -> None:
+    """A cluster's other nodes: ``load`` of the first whole window, then ``apply`` of each
+    append (never a query) == the querying node's window, and reads the same range next."""
+    window, other = Window(SPEC), Window(SPEC)
+    base = NOW - 6 * STEP
+    now = NOW
+    for rows in ticks:
+        by_region: dict[str, dict[int, list[Any]]] = {}
+        for region, step, value in rows:
+            by_region.setdefault(region, {})[base + step * STEP] = [base + step * STEP, value, 1.0]
+        first = not window.built
+        merged = window.merge(
+            answer(*((r, [by_region[r][t] for t in sorted(by_region[r])]) for r in by_region)), now
+        )
+        if first:
+            other.load(window.whole())
+        else:
+            other.apply(merged.data)
+        assert other.built
+        assert other.whole() == window.whole()
+        assert other.read_range(now + STEP) == window.read_range(now + STEP)
+        now += STEP
+
+
+def test_loading_something_that_is_not_a_window_says_so() -> None:
+    window = Window(SPEC)
+    with pytest.raises(KeyError):
+        window.load({"series": [{"name": "m"}]})
+    assert not window.built
+    with pytest.raises(ValueError, match="no 'time' first column"):
+        window.load(
+            {
+                "from": 0,
+                "to": 1,
+                "series": [{"name": "m", "tags": {}, "columns": ["v"], "values": [[1]]}],
+            }
+        )

@@ -106,16 +106,18 @@ class Cluster:
     directory: Path
     nodes: list[Node] = field(default_factory=list)
     stat_reads: int = 0
+    topics_toml: str = TOPICS_TOML  # the nodes' topics file
+    default_topics: tuple[str, ...] = TOPICS
 
     def start(self, node_id: str, **flags: Any) -> Node:
         topics = self.directory / "topics.toml"
-        topics.write_text(TOPICS_TOML)
+        topics.write_text(self.topics_toml)
         options = {
             "influx-url": self.influxd.url,
             "influx-db": self.database,
             "redis-url": self.redis.url,
             "topics-file": topics,
-            "default-topics": ",".join(TOPICS),
+            "default-topics": ",".join(self.default_topics),
             "broadcast-interval-ms": 1000,
             "log-level": "info",
             **{name.replace("_", "-"): value for name, value in flags.items()},
