@@ -141,12 +141,15 @@ class RedisBroker:
             task_status.started()
             attempt = 0
             while True:
+                ended: BaseException | None = None
                 try:
                     await self._listen()
                 except* _CONNECTION_ENDED as group:
-                    was_connected = self._lost(group.exceptions[0])
-                else:
-                    was_connected = self._lost(None)
+                    ended = group.exceptions[0]
+                # Cancelled, its connection closing can end the subscription: no loss to report
+                # (the Cancelled that came with it, if any, has propagated by now).
+                await trio.lowlevel.checkpoint_if_cancelled()
+                was_connected = self._lost(ended)
                 # A connection that worked starts the schedule again from its first delay.
                 attempt = 1 if was_connected else attempt + 1
                 await trio.sleep(reconnect_wait_s(RECONNECT, attempt, self._rng))
