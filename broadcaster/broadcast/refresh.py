@@ -307,7 +307,7 @@ class ChannelRefresher:
         whole = Publication(channel, kept.seq, kept.epoch, None, kept.whole, kept.as_of_unix_s)
         try:
             window.absorb(whole)
-        except (ValueError, KeyError, TypeError):
+        except Exception:  # another node's frame (or our bug) breaks this channel only
             log.exception("the cluster's window could not be loaded", **log_fields(channel))
             return False
         state.seq, state.epoch = kept.seq, kept.epoch

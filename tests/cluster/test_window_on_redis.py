@@ -196,3 +196,35 @@ async def test_a_node_that_missed_an_append_takes_the_window_again(
         assert b.received()[-1] == a.received()[-1]
         assert b.received()[-1]["type"] == "metrics_append"
     assert window_queries(source) == 1 + 3
+
+
+async def test_a_publication_that_is_not_a_window_breaks_nothing(
+    redis_server: RedisServer,
+) -> None:
+    """A frame on the cluster's channel that claims to be an append but is not (a bug or a
+    foreign writer): every node logs it, drops it, and reads the window whole again; the
+    nodes and their clients go on. (The first subscribers' refresh lease lasts the test's
+    hour-long interval, so the recovery comes with the next tick here.)"""
+    source = FakeSource()
+    async with cluster(redis_server, source) as start:
+        a = await start("a")
+        await eventually(lambda: bool(a.received()))
+        b = await start("b")
+        await eventually(lambda: bool(b.received()))
+        claim = await a.broker.claim(CHANNEL, 7)
+        assert claim is not None
+        bogus = '{"type":"metrics_append","topic":"history","data":[1,2]}'
+        assert await a.broker.publish(Publication(CHANNEL, claim.seq, claim.epoch, None, bogus))
+        # Neither node delivers it; the next tick's winner reads the window whole again
+        # (its window no longer follows the numbering) and every node takes that.
+        await trio.sleep(1.0)
+        await tick([a, b], 8)
+        for node in (a, b):
+            assert node.received()[-1]["type"] == "metrics_update"
+            assert node.received()[-1]["seq"] == claim.seq + 1
+        assert a.window() == b.window()
+        # And the appends go on.
+        await trio.sleep(1.0)
+        await tick([b, a], 9)
+        assert a.received()[-1] == b.received()[-1]
+        assert a.received()[-1]["type"] == "metrics_append"
