@@ -37,7 +37,7 @@ from broadcaster.broadcast.state import ChannelStates, TopicState
 from broadcaster.broadcast.topics import Topic
 from broadcaster.broadcast.window_channel import WindowChannel, encode_window, window_publication
 from broadcaster.channels import Channel
-from broadcaster.cluster.broker import Broker, BrokerUnavailable, Claim, Publication
+from broadcaster.cluster.broker import Broker, BrokerUnavailable, Claim, LastValue, Publication
 from broadcaster.cluster.local import LocalBroker
 from broadcaster.errors import SourceError, SourceResponseError
 from broadcaster.hub import Hub
@@ -91,16 +91,21 @@ class ChannelRefresher:
     async def delivered_last_value(self, channel: Channel) -> bool:
         """In a cluster, deliver the broker's last value of ``channel`` if it is from the
         last interval (no query needed); whether it was."""
-        if not self._clustered or self._broker.mode != "cluster":
-            return False
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return False
+        last = await self._cluster_last_value(channel)
         if last is None or last.age_s >= self._interval_s or last.publication.update is None:
             return False
         return self._deliver(last.publication)
+
+    async def _cluster_last_value(self, channel: Channel) -> LastValue | None:
+        """The cluster's last value of ``channel``; None standalone, while Redis is away, or
+        if it has none."""
+        if not self._clustered or self._broker.mode != "cluster":
+            return None
+        try:
+            with trio.fail_after(BROKER_TIMEOUT_S):
+                return await self._broker.last_value(channel)
+        except (BrokerUnavailable, trio.TooSlowError):
+            return None
 
     async def refresh(self, channel: Channel, tick_id: int | None = None) -> None:
         """Claim ``channel`` for tick ``tick_id`` (None: an immediate refresh); if this node
@@ -192,13 +197,9 @@ class ChannelRefresher:
         """Before resending a stale value: a node that joined the cluster after the last good
         value was published takes it from the broker (nothing to learn standalone)."""
         state = self._channels.of(channel)
-        if state.last_update is not None or not self._clustered:
+        if state.last_update is not None:
             return
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return
+        last = await self._cluster_last_value(channel)
         if last is not None:
             state.last_update = last.publication.update
             state.as_of_unix_s = last.publication.as_of_unix_s
@@ -289,13 +290,7 @@ class ChannelRefresher:
         """In a cluster, take the channel's whole window from the broker's last value (kept
         with every window publication) and hand it to this node's subscribers; whether it is
         from the last interval (then no query is needed for a new subscriber)."""
-        if not self._clustered or self._broker.mode != "cluster":
-            return False
-        try:
-            with trio.fail_after(BROKER_TIMEOUT_S):
-                last = await self._broker.last_value(channel)
-        except (BrokerUnavailable, trio.TooSlowError):
-            return False
+        last = await self._cluster_last_value(channel)
         if last is None or last.publication.whole is None:
             return False
         kept, state = last.publication, self._channels.of(channel)

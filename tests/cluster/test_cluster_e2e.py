@@ -12,7 +12,7 @@ queries since the last quiet moment must equal the seqs handed out since, per to
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -40,13 +40,6 @@ def cluster(
     started = Cluster(influxd, influx_db, redis_server, tmp_path)
     yield started
     started.stop_all()
-
-
-@pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
-    client = coredis.Redis.from_url(redis_server.url)
-    async with client:
-        yield client
 
 
 async def redis_seqs(redis: coredis.Redis[bytes]) -> dict[str, int]:

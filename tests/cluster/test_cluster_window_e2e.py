@@ -12,7 +12,7 @@ Real clock: every wait is under a deadline.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,13 +52,6 @@ def cluster(
     )
     yield started
     started.stop_all()
-
-
-@pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[coredis.Redis[bytes]]:
-    client = coredis.Redis.from_url(redis_server.url)
-    async with client:
-        yield client
 
 
 async def write_every_second(influxd: Influxd, database: str) -> None:
